@@ -1,0 +1,21 @@
+"""One exception type per kind of user mistake, each raised where the input is read."""
+
+
+class CftuneError(Exception):
+    """Base class: every error cftune raises on purpose is one of these."""
+
+
+class ModelSourceError(CftuneError):
+    """A --model / --adapter value that cftune cannot turn into an embedder."""
+
+
+class DataFormatError(CftuneError):
+    """A data file (or hub dataset) whose content is not what its format promises.
+
+    The message always starts with ``<file>:<line>:`` so an editor can jump to the culprit.
+    """
+
+    def __init__(self, source: str, line: int | None, problem: str):
+        self.source, self.line, self.problem = source, line, problem
+        where = f"{source}:{line}" if line is not None else source
+        super().__init__(f"{where}: {problem}")

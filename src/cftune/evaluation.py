@@ -1,0 +1,78 @@
+"""The STS suite: Spearman x100 of cosine similarity against gold scores, per task and on average."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from scipy.stats import spearmanr
+from sentence_transformers import SentenceTransformer
+
+from cftune.data import load_sts_task, parse_tasks, resolve_data_dir
+from cftune.models import encode, prompt_of, resolve_precision
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StsResult:
+    scores: dict[str, float]  # task -> Spearman x100
+    pairs: dict[str, int]
+    sources: dict[str, str]
+    precision: str
+    prompt: str | None
+    sentences_encoded: int
+    encode_seconds: float
+    meta: dict = field(default_factory=dict)  # model name, command, machine: filled in by the caller
+
+    @property
+    def average(self) -> float:
+        return sum(self.scores.values()) / len(self.scores)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "average": self.average}
+
+
+def spearman_x100(predicted, gold) -> float:
+    return float(spearmanr(predicted, gold).statistic) * 100
+
+
+def evaluate_sts(
+    model: SentenceTransformer,
+    tasks: str | list[str] | None = "all",
+    *,
+    data_dir: str | None = None,
+    batch_size: int = 64,
+    precision: str = "auto",
+    show_progress_bar: bool = True,
+) -> StsResult:
+    """Score ``model`` on STS tasks; every distinct sentence of all tasks is encoded once, batched."""
+    data_root = resolve_data_dir(data_dir)
+    task_pairs = [load_sts_task(task, data_root) for task in parse_tasks(tasks)]
+    sentences = list(dict.fromkeys(s for p in task_pairs for s in (*p.sentence1, *p.sentence2)))
+    index = {sentence: i for i, sentence in enumerate(sentences)}
+    precision = resolve_precision(precision, model.device)
+    log.info("encoding %d distinct sentences of %d tasks (%s)", len(sentences), len(task_pairs), precision)
+
+    start = time.perf_counter()
+    vectors = encode(model, sentences, batch_size=batch_size, precision=precision,
+                     show_progress_bar=show_progress_bar)
+    seconds = time.perf_counter() - start
+    vectors = torch.nn.functional.normalize(vectors, dim=-1)
+
+    scores = {}
+    for pairs in task_pairs:
+        a = vectors[[index[s] for s in pairs.sentence1]]
+        b = vectors[[index[s] for s in pairs.sentence2]]
+        scores[pairs.task] = spearman_x100((a * b).sum(-1).cpu().numpy(), pairs.scores)
+    return StsResult(
+        scores=scores,
+        pairs={p.task: len(p) for p in task_pairs},
+        sources={p.task: p.source for p in task_pairs},
+        precision=precision,
+        prompt=prompt_of(model),
+        sentences_encoded=len(sentences),
+        encode_seconds=round(seconds, 2),
+    )

