@@ -22,7 +22,7 @@ def _eval(args: argparse.Namespace) -> None:
                           precision=args.precision)
     result.meta = {
         "model": args.model + (f" + adapter {args.adapter}" if args.adapter else ""),
-        "command": shlex.join(["cftune", *sys.argv[1:]]),
+        "command": shlex.join(["cftune", *args.argv]),
         "machine": machine(),
         "wall seconds": round(time.perf_counter() - started, 1),
     }
@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.argv = argv  # recorded in reports: the exact command that produced a result
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

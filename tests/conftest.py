@@ -1,0 +1,126 @@
+"""Tiny random-weight models of every architecture cftune supports, with tiny tokenizers trained here.
+
+Nothing is downloaded: tokenizers are trained on a few sentences, models are built from configs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+CORPUS = [
+    "A man is playing a guitar.",
+    "A woman is slicing an onion in the kitchen.",
+    "Two dogs run across the green field.",
+    "The stock market fell sharply on Monday.",
+    "He said \"no\" and left the room.",
+    "Children are playing football in the park.",
+    "A cat sleeps on the warm windowsill.",
+] * 3
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+# Each decoder variant mirrors a real tokenizer quirk cftune must survive:
+#   adds_bos: Gemma/Llama put BOS first (Qwen/SmolLM do not);  pad_is_eos: SmolLM2 pads with its EOS id.
+DECODERS = {
+    "gemma": dict(adds_bos=True, pad_is_eos=False),
+    "gemma3_text": dict(adds_bos=True, pad_is_eos=False),
+    "phi": dict(adds_bos=False, pad_is_eos=True),
+    "llama": dict(adds_bos=True, pad_is_eos=True),
+    "qwen2": dict(adds_bos=False, pad_is_eos=False),
+    "qwen3": dict(adds_bos=False, pad_is_eos=True),
+}
+TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=256)
+
+
+def tiny_decoder_tokenizer(adds_bos: bool, pad_is_eos: bool):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<bos>", "<eos>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    backend.train_from_iterator(CORPUS, trainer)
+    if adds_bos:
+        backend.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>",
+                                   pad_token="<eos>" if pad_is_eos else "<pad>")
+
+
+def build_decoder(folder: Path, model_type: str, adds_bos: bool, pad_is_eos: bool) -> Path:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    tokenizer = tiny_decoder_tokenizer(adds_bos, pad_is_eos)
+    extra = {"head_dim": 8, "sliding_window": 8} if model_type.startswith("gemma") else {}
+    config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                                  **TINY, **extra)
+    torch.manual_seed(0)
+    # Saved with its LM head, like a real checkpoint: cftune must load the body only.
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def build_bert(folder: Path) -> Path:
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer()
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=200, show_progress=False,
+                                        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    backend.train_from_iterator(CORPUS, trainer)
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]",
+                                        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, max_position_embeddings=128)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny-models")
+    folders = {arch: build_decoder(root / arch, arch, **quirks) for arch, quirks in DECODERS.items()}
+    folders["bert"] = build_bert(root / "bert")
+    return folders
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("CFTUNE_CACHE", str(tmp_path_factory.getbasetemp() / "cftune-cache"))
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def sts_dir(tmp_path) -> Path:
+    """A data dir with two small STS tasks that share a sentence (it must be encoded once)."""
+    sentences = CORPUS[:7]
+    rows12 = [{"sentence1": a, "sentence2": b, "score": float((i * 7) % 5)}
+              for i, (a, b) in enumerate(zip(sentences, sentences[1:] + sentences[:1]))]
+    rows_bio = [{"sentence1": sentences[0], "sentence2": "A man plays the guitar.", "score": 4.0},
+                {"sentence1": sentences[2], "sentence2": "Dogs are running.", "score": 3.0},
+                {"sentence1": sentences[3], "sentence2": "A cat is asleep.", "score": 0.0}]
+    write_jsonl(tmp_path / "sts" / "STS12.jsonl", rows12)
+    write_jsonl(tmp_path / "sts" / "BIOSSES.jsonl", rows_bio)
+    return tmp_path

@@ -1,0 +1,63 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cftune import encode, evaluate_sts, load_embedder
+from cftune.cli import main
+from cftune.evaluation import spearman_x100
+from conftest import write_jsonl
+
+
+def test_spearman_on_a_hand_checked_example():
+    # Ranks of the predictions are 1,3,2,4 against gold 1,2,3,4: sum d^2 = 2, rho = 1 - 6*2/(4*15) = 0.8.
+    assert spearman_x100([0.1, 0.4, 0.35, 0.8], [1, 2, 3, 4]) == pytest.approx(80.0)
+    assert spearman_x100([0.1, 0.4, 0.35, 0.8], [0, 2, 1, 5]) == pytest.approx(100.0)
+    assert spearman_x100([4, 3, 2, 1], [1, 2, 3, 4]) == pytest.approx(-100.0)
+
+
+def test_scores_are_spearman_of_cosines_and_sentences_are_encoded_once(tiny_models, sts_dir):
+    embedder = load_embedder(str(tiny_models["qwen2"]))
+    result = evaluate_sts(embedder, "STS12,BIOSSES", data_dir=str(sts_dir), precision="float32",
+                          show_progress_bar=False)
+    rows = {task: [json.loads(line) for line in open(sts_dir / "sts" / f"{task}.jsonl")]
+            for task in ("STS12", "BIOSSES")}
+    distinct = {s for task_rows in rows.values() for r in task_rows for s in (r["sentence1"], r["sentence2"])}
+    assert result.sentences_encoded == len(distinct) < sum(2 * len(r) for r in rows.values())
+    for task, task_rows in rows.items():
+        a = encode(embedder, [r["sentence1"] for r in task_rows], precision="float32")
+        b = encode(embedder, [r["sentence2"] for r in task_rows], precision="float32")
+        cosine = torch.nn.functional.cosine_similarity(a, b).numpy()
+        expected = spearman_x100(cosine, [r["score"] for r in task_rows])
+        assert result.scores[task] == pytest.approx(expected, abs=1e-4)
+        assert result.pairs[task] == len(task_rows)
+    assert result.average == pytest.approx(np.mean(list(result.scores.values())))
+
+
+def test_cli_eval_writes_json_and_markdown(tiny_models, sts_dir, tmp_path, capsys):
+    out = tmp_path / "results" / "tiny"
+    code = main(["eval", "--model", str(tiny_models["gemma3_text"]), "--prompt", "eol", "--tasks", "STS12,BIOSSES",
+                 "--data-dir", str(sts_dir), "--precision", "float32", "--out", str(out)])
+    assert code == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert set(report["scores"]) == {"STS12", "BIOSSES"}
+    assert report["prompt"] == 'This sentence : "{text}" means in one word:"'
+    assert report["average"] == pytest.approx(sum(report["scores"].values()) / 2)
+    markdown = out.with_suffix(".md").read_text()
+    assert f"**{report['average']:.2f}**" in markdown and "cftune eval --model" in markdown
+    printed = capsys.readouterr().out
+    assert f"| STS12 | {report['pairs']['STS12']} | {report['scores']['STS12']:.2f} |" in printed
+
+
+def test_cli_reports_bad_data_with_file_and_line(tiny_models, sts_dir, capsys):
+    write_jsonl(sts_dir / "sts" / "BIOSSES.jsonl", [{"sentence1": "a", "sentence2": "b", "score": 1}, "oops"])
+    code = main(["eval", "--model", str(tiny_models["qwen2"]), "--tasks", "BIOSSES", "--data-dir", str(sts_dir)])
+    assert code == 2
+    assert f"{sts_dir / 'sts' / 'BIOSSES.jsonl'}:2: invalid JSON" in capsys.readouterr().err
+
+
+def test_data_dir_can_come_from_the_environment(tiny_models, sts_dir, monkeypatch):
+    monkeypatch.setenv("CFTUNE_DATA_DIR", str(sts_dir))
+    result = evaluate_sts(load_embedder(str(tiny_models["phi"])), "BIOSSES", show_progress_bar=False)
+    assert result.sources["BIOSSES"] == str(sts_dir / "sts" / "BIOSSES.jsonl")
