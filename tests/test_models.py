@@ -143,3 +143,13 @@ def test_real_gguf_alias_converts_once_and_embeds_at_eos():
     start = time.perf_counter()
     load_embedder("smollm2-135m")  # now from the float cache, no GGUF dequantization
     assert time.perf_counter() - start < 15
+
+
+def test_sources_resolve_to_folders_hub_ids_and_aliases(tiny_models):
+    from cftune.models import resolve_source
+
+    assert resolve_source(str(tiny_models["phi"])) == (str(tiny_models["phi"]), False)
+    assert resolve_source("microsoft/phi-2") == ("microsoft/phi-2", False)  # left to transformers
+    assert resolve_source("minicpm-2b") == ("openbmb/MiniCPM-2B-dpo-bf16", True)  # needs remote code
+    with pytest.raises(ModelSourceError, match="not found"):
+        resolve_source("./no/such/folder")

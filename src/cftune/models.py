@@ -147,6 +147,20 @@ def gguf_to_hf_folder(gguf: Path) -> Path:
     return target
 
 
+def is_sentence_transformers_model(source: str) -> bool:
+    """A folder or hub repo that already carries its sentence-transformers modules (modules.json)."""
+    if Path(source).is_dir():
+        return (Path(source) / "modules.json").exists()
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        hf_hub_download(source, "modules.json")
+    except (OSError, ValueError, HfHubHTTPError):  # no such file, no such repo, or offline and not cached
+        return False
+    return True
+
+
 def is_decoder(config) -> bool:
     """True for causal LMs (embedded at EOS), False for encoders (keep their own pooling)."""
     from transformers.models.auto.modeling_auto import (
@@ -254,7 +268,7 @@ def load_embedder(
         device: torch device; sentence-transformers picks one when None.
     """
     source, trust_remote_code = resolve_source(model)
-    if (Path(source) / "modules.json").exists():
+    if is_sentence_transformers_model(source):
         embedder = SentenceTransformer(source, device=device, trust_remote_code=trust_remote_code)
         if prompt is not None:
             set_prompt(embedder, prompt)
