@@ -69,9 +69,10 @@ def test_decoder_saves_and_loads_as_plain_sentence_transformer(tiny_models, arch
 def test_prompt_changes_the_input_and_the_embedding(tiny_models):
     embedder = load_embedder(str(tiny_models["llama"]))
     plain = encode(embedder, TEXTS, precision="float32")
-    set_prompt(embedder, 'Query: "{text}" in short:')
+    set_prompt(embedder, 'Query: "{text}" - in short:')
     rendered = embedder.tokenizer.decode(embedder.preprocess(["A cat."])["input_ids"][0])
-    assert rendered == '<bos>Query: "A cat." in short:<eos>'
+    assert rendered == '<bos>Query: "A cat." - in short:<eos>'
+    assert prompt_of(embedder) == 'Query: "{text}" - in short:'
     assert not torch.allclose(plain, encode(embedder, TEXTS, precision="float32"))
 
 

