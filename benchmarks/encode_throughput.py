@@ -6,9 +6,9 @@ All three run in this one process on the same model and the same sentences (real
       output_hidden_states=True), last layer at the last token; fp32 as written, and once more under the
       same bf16 autocast cftune uses, so the ratio is not only a precision effect;
   (b) sentence-transformers' own encode with default settings (batch 32, fp32) on the cftune-built model;
-  (c) cftune.encode: body only, longest-first batches of 64, bf16 autocast where the CPU supports it.
+  (c) cftune.encode: body only, longest-first batches of 32, bf16 autocast where the CPU supports it.
 
-Usage: python benchmarks/encode_throughput.py [--model gemma3-270m] [--n 256] [--data-dir ../shared/data]
+Usage: python benchmarks/encode_throughput.py [--model gemma3-270m] [--n 512] [--data-dir ../shared/data]
 """
 
 from __future__ import annotations
@@ -54,9 +54,9 @@ def timed(fn):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="gemma3-270m")
-    parser.add_argument("--n", type=int, default=256, help="sentences per measurement")
+    parser.add_argument("--n", type=int, default=512, help="sentences per measurement")
     parser.add_argument("--data-dir", default="../shared/data")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
     torch.manual_seed(0)
 

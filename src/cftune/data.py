@@ -134,3 +134,138 @@ def load_sts_task(task: StsTask, data_dir: Path | None) -> StsPairs:
     source = f"hub:{task.hub_id}" + (f"/{task.hub_subset}" if task.hub_subset else "")
     dataset = datasets.load_dataset(task.hub_id, task.hub_subset, split=task.split)
     return _pairs(task.name, source, [_check_row(row, source, i) for i, row in enumerate(dataset, start=1)])
+
+
+# --------------------------------------------------------------------------------------------- training data
+
+# Header names accepted for each column: SimCSE's nli_for_simcse.csv uses sent0,sent1,hard_neg.
+TRIPLET_HEADERS = {"anchor": ("anchor", "sent0"), "positive": ("positive", "sent1"),
+                   "negative": ("negative", "hard_neg")}
+NLI_HUB = ("princeton-nlp/datasets-for-simcse", "nli_for_simcse.csv")
+STSB_DEV = StsTask("STSBenchmark.dev", "mteb/stsbenchmark-sts", split="validation")
+
+
+@dataclass
+class Triplets:
+    columns: dict[str, list[str]]  # anchor, positive[, negative]
+    source: str
+    skipped: list[str]  # "file:line: problem" of each row dropped by skip_bad_rows
+
+    def __len__(self) -> int:
+        return len(self.columns["anchor"])
+
+
+def _triplet_columns(header: list[str], source: str) -> dict[str, str]:
+    found = {}
+    for column, names in TRIPLET_HEADERS.items():
+        match = next((h for h in header if h in names), None)
+        if match is not None:
+            found[column] = match
+    for required in ("anchor", "positive"):
+        if required not in found:
+            raise DataFormatError(source, 1, f"no {required} column: expected one of "
+                                             f"{TRIPLET_HEADERS[required]}, found {header}")
+    return found
+
+
+def _rows_with_lines(path: Path):
+    """(line number, dict row) from a CSV (header line) or JSONL file, decoding errors named by line."""
+    import csv
+
+    if path.suffix == ".jsonl":
+        with path.open("rb") as handle:
+            for line_no, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                    if line.strip():
+                        row = json.loads(line)
+                        if not isinstance(row, dict):
+                            raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+                        yield line_no, row
+                except (UnicodeDecodeError, ValueError) as err:
+                    yield line_no, err
+        return
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle)
+        try:
+            header = next(reader)
+        except StopIteration:
+            return
+        except UnicodeDecodeError as err:
+            raise DataFormatError(str(path), 1, f"not valid UTF-8 ({err.reason})") from None
+        while True:
+            line_no = reader.line_num + 1
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except (UnicodeDecodeError, csv.Error) as err:
+                yield line_no, err
+                continue
+            if values and len(values) != len(header):
+                yield line_no, ValueError(f"expected {len(header)} fields ({','.join(header)}), got {len(values)}")
+            elif values:
+                yield line_no, dict(zip(header, values))
+
+
+def read_triplets(path: str | os.PathLike, *, skip_bad_rows: bool = False, max_rows: int | None = None) -> Triplets:
+    """Read (anchor, positive[, negative]) rows from CSV or JSONL.
+
+    A bad row (undecodable, wrong field count, empty text) raises DataFormatError naming file and line, or,
+    with ``skip_bad_rows``, is dropped and reported in ``Triplets.skipped``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(str(path), None, "file not found")
+    columns: dict[str, list[str]] | None = None
+    names: dict[str, str] = {}
+    skipped = []
+    for line_no, row in _rows_with_lines(path):
+        if columns is None and isinstance(row, dict):
+            names = _triplet_columns(list(row), str(path))
+            columns = {column: [] for column in names}
+        try:
+            if isinstance(row, Exception):
+                raise ValueError(str(row))
+            texts = {column: row.get(header) for column, header in names.items()}
+            for column, text in texts.items():
+                if not isinstance(text, str) or not text.strip():
+                    raise ValueError(f"{column} ({names[column]}) must be a non-empty text, got {text!r}")
+        except ValueError as err:
+            if not skip_bad_rows:
+                raise DataFormatError(str(path), line_no, str(err)) from None
+            skipped.append(f"{path}:{line_no}: {err}")
+            continue
+        for column, text in texts.items():
+            columns[column].append(text)
+        if max_rows is not None and len(columns["anchor"]) >= max_rows:
+            break
+    if not columns or not columns["anchor"]:
+        raise DataFormatError(str(path), None, "no training rows")
+    return Triplets(columns, str(path), skipped)
+
+
+def load_training_data(spec: str, data_dir: str | None = None, *, skip_bad_rows: bool = False,
+                       max_rows: int | None = None) -> Triplets:
+    """'nli' -> the SimCSE NLI triplets (local <data_dir>/nli/*.csv, else the hub file); else a file path."""
+    if spec != "nli":
+        return read_triplets(spec, skip_bad_rows=skip_bad_rows, max_rows=max_rows)
+    root = resolve_data_dir(data_dir)
+    if root is not None:
+        files = sorted((root / "nli").glob("*.csv"))
+        if not files:
+            raise DataFormatError(str(root / "nli"), None, "no *.csv triplet file (sent0,sent1,hard_neg)")
+        path = files[0]
+    else:
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(NLI_HUB[0], NLI_HUB[1], repo_type="dataset")
+    return read_triplets(path, skip_bad_rows=skip_bad_rows, max_rows=max_rows)
+
+
+def load_sts_dev(data_dir: str | None = None) -> StsPairs:
+    """STS-B dev, the paper's model-selection set (never a test set)."""
+    root = resolve_data_dir(data_dir)
+    if root is not None:
+        return read_sts_jsonl(root / "sts" / "STSBenchmark.dev.jsonl", STSB_DEV.name)
+    return load_sts_task(STSB_DEV, None)

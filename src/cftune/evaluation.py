@@ -44,7 +44,7 @@ def evaluate_sts(
     tasks: str | list[str] | None = "all",
     *,
     data_dir: str | None = None,
-    batch_size: int = 64,
+    batch_size: int = 32,
     precision: str = "auto",
     show_progress_bar: bool = True,
 ) -> StsResult:

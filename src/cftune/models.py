@@ -304,7 +304,7 @@ def encode(
     model: SentenceTransformer,
     texts: list[str],
     *,
-    batch_size: int = 64,
+    batch_size: int = 32,
     precision: str = "auto",
     show_progress_bar: bool = False,
 ) -> torch.Tensor:

@@ -1,0 +1,205 @@
+import csv
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer
+from safetensors.torch import load_file
+
+from cftune import DataFormatError, encode, load_embedder
+from cftune.config import ConfigError, load_config
+from cftune.data import read_triplets
+from cftune.training import add_lora, build_loss, export, train
+from conftest import write_jsonl
+
+WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi pi rho sigma tau".split()
+TRIPLETS = [(f"{a} {b} walks home.", f"{a} {b} goes home.", f"{b} {a} never sleeps.")
+            for a in WORDS for b in WORDS if a != b][:96]
+
+
+@pytest.fixture
+def nli_dir(tmp_path):
+    """A data dir in the shared layout: nli/*.csv (SimCSE header) and the STS-B dev file."""
+    (tmp_path / "nli").mkdir()
+    with open(tmp_path / "nli" / "triplets.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["sent0", "sent1", "hard_neg"])
+        writer.writerows(TRIPLETS)
+    write_jsonl(tmp_path / "sts" / "STSBenchmark.dev.jsonl",
+                [{"sentence1": a, "sentence2": n if i % 2 else p, "score": 1.0 if i % 2 else 4.0}
+                 for i, (a, p, n) in enumerate(TRIPLETS[:20])])
+    return tmp_path
+
+
+def tiny_config(tiny_models, nli_dir, **settings):
+    base = {"model": str(tiny_models["llama"]), "data_dir": str(nli_dir), "batch_size": 8, "max_steps": 12,
+            "warmup_steps": 2, "learning_rate": 1e-3, "eval_steps": 4, "save_steps": 4, "logging_steps": 2,
+            "precision": "float32", "lora.dropout": 0.0}
+    return load_config(overrides={**base, **settings})
+
+
+def features(model, texts):
+    return model.preprocess(texts)
+
+
+def hand_infonce(a, p, n, temperature):
+    """-log softmax over [all positives, all hard negatives] of cos(anchor, .)/T at the own positive."""
+    a, candidates = torch.nn.functional.normalize(a, dim=-1), torch.cat([p, n]) if n is not None else p
+    scores = a @ torch.nn.functional.normalize(candidates, dim=-1).T / temperature
+    return torch.stack([-(scores[i, i] - torch.logsumexp(scores[i], 0)) for i in range(len(a))]).mean()
+
+
+@pytest.mark.parametrize("hard_negatives", [True, False])
+@pytest.mark.parametrize("gradient_cache", [False, True])
+def test_loss_is_infonce_with_in_batch_and_hard_negatives(tiny_models, nli_dir, hard_negatives, gradient_cache):
+    config = tiny_config(tiny_models, nli_dir, hard_negatives=hard_negatives, gradient_cache=gradient_cache,
+                         mini_batch_size=2)
+    model = load_embedder(config.model)
+    columns = [list(c) for c in zip(*TRIPLETS[:5])][: 3 if hard_negatives else 2]
+    with torch.no_grad():
+        vectors = [model(features(model, texts))["sentence_embedding"] for texts in columns]
+        expected = hand_infonce(vectors[0], vectors[1], vectors[2] if hard_negatives else None, 0.05)
+    loss = build_loss(model, config)(
+        [features(model, texts) for texts in columns], torch.zeros(5)).detach()
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_lora_trains_only_adapter_weights(tiny_models, nli_dir):
+    config = tiny_config(tiny_models, nli_dir)
+    model = load_embedder(config.model)
+    add_lora(model, config)
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in name for name in trainable)
+    # 2 layers x (q_proj, v_proj) x (A: r x 32, B: out x r); q out 32, v out 16 (2 kv heads of 8)
+    assert sum(p.numel() for p in trainable.values()) == 2 * ((8 * 32 + 32 * 8) + (8 * 32 + 16 * 8))
+    with pytest.raises(ConfigError, match="not in this model"):
+        add_lora(load_embedder(config.model), load_config(overrides={"lora.target_modules": "Wqkv"}))
+
+
+@pytest.mark.parametrize("gradient_checkpointing", [False, True])
+def test_training_lowers_the_loss_and_saves_a_plain_model(tiny_models, nli_dir, tmp_path, gradient_checkpointing):
+    config = tiny_config(tiny_models, nli_dir, gradient_checkpointing=gradient_checkpointing, prompt="eol")
+    run = train(config, tmp_path / "run")
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    losses = [row["loss"] for row in log if "loss" in row]
+    assert losses[-1] < 0.5 * losses[0]
+    assert any("eval_sts-dev_spearman_cosine" in row for row in log)
+    assert (run / "training_curve.png").stat().st_size > 1000
+    assert json.loads((run / "train_summary.json").read_text())["steps"] == 12
+
+    texts = [t[0] for t in TRIPLETS[:4]]
+    tuned = SentenceTransformer(str(run)).encode(texts)  # plain sentence-transformers, adapter included
+    base = encode(load_embedder(config.model, prompt="eol"), texts, precision="float32").numpy()
+    assert np.abs(tuned - base).max() > 1e-3
+    np.testing.assert_allclose(encode(load_embedder(str(run)), texts, precision="float32").numpy(), tuned,
+                               atol=1e-5)
+
+    merged = export(run, tmp_path / "merged", merge=True)
+    assert not (merged / "adapter_config.json").exists()
+    np.testing.assert_allclose(SentenceTransformer(str(merged)).encode(texts), tuned, atol=1e-4)
+
+
+def test_resume_after_a_crash_reproduces_the_uninterrupted_run(tiny_models, nli_dir, tmp_path, monkeypatch):
+    config = tiny_config(tiny_models, nli_dir, **{"lora.dropout": 0.1})
+    train(config, tmp_path / "straight")
+
+    from cftune import training
+
+    class Killed(Exception):
+        pass
+
+    def die_after_step_9(self, args, state, control, **kwargs):
+        if state.global_step == 9:  # checkpoint-8 is on disk, steps 9.. are lost, as with kill -9
+            raise Killed
+
+    monkeypatch.setattr(training.JsonLogCallback, "on_step_end", die_after_step_9, raising=False)
+    with pytest.raises(Killed):
+        train(config, tmp_path / "resumed")
+    monkeypatch.undo()
+    train(config, tmp_path / "resumed", resume=True)
+
+    straight = load_file(tmp_path / "straight" / "adapter_model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "adapter_model.safetensors")
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], atol=1e-6, rtol=0)
+
+
+def _gather_worker(rank, world, port, folder, result_path):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        config = load_config(overrides={"lora.dropout": 0.0})
+        model = load_embedder(folder)
+        torch.manual_seed(0)
+        add_lora(model, config)
+        torch.manual_seed(1)  # the same non-zero LoRA B everywhere, so gradients reach A too
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(p, std=0.1)
+        half = TRIPLETS[:8][rank * 4:(rank + 1) * 4]
+        loss = build_loss(model, config, world_size=world)([features(model, list(c)) for c in zip(*half)], None)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        for g in grads.values():  # what DDP does: average the gradients of all processes
+            torch.distributed.all_reduce(g)
+            g /= world
+        loss = loss.detach().clone()
+        torch.distributed.all_reduce(loss)
+        if rank == 0:
+            torch.save({"loss": loss / world, "grads": grads}, result_path)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_processes_gather_negatives_like_one_big_batch(tiny_models, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.spawn(_gather_worker, args=(2, port, str(tiny_models["llama"]), tmp_path / "r.pt"),
+                                nprocs=2, join=True)
+    two = torch.load(tmp_path / "r.pt")
+
+    config = load_config(overrides={"lora.dropout": 0.0})
+    model = load_embedder(str(tiny_models["llama"]))
+    torch.manual_seed(0)
+    add_lora(model, config)
+    torch.manual_seed(1)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.1)
+    loss = build_loss(model, config)([features(model, list(c)) for c in zip(*TRIPLETS[:8])], None)
+    loss.backward()
+    torch.testing.assert_close(two["loss"], loss.detach(), atol=1e-5, rtol=0)
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(two["grads"][name], p.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_bad_triplet_rows_are_named_or_skipped(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("sent0,sent1,hard_neg\na,b,c\nd,,f\ng,h\ni,j,k\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"t\.csv:3: positive \(sent1\) must be a non-empty text"):
+        read_triplets(path)
+    kept = read_triplets(path, skip_bad_rows=True)
+    assert kept.columns["anchor"] == ["a", "i"]
+    assert [s.split(": ")[0] for s in kept.skipped] == [f"{path}:3", f"{path}:4"]
+    bad_header = tmp_path / "h.jsonl"
+    write_jsonl(bad_header, [{"query": "a", "doc": "b"}])
+    with pytest.raises(DataFormatError, match="no anchor column"):
+        read_triplets(bad_header)
+
+
+def test_config_from_yaml_and_overrides(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: phi-2\nlearning_rate: 5.0e-5\nlora:\n  r: 8\n  alpha: 32\n")
+    config = load_config(recipe, ["lora.r=16", "hard_negatives=off", "max_rows=none"])
+    assert (config.model, config.learning_rate, config.lora.r, config.lora.alpha) == ("phi-2", 5e-5, 16, 32)
+    assert config.hard_negatives is False and config.max_rows is None
+    for bad, message in [(["lora.rank=4"], "unknown setting 'lora.rank'"), (["max_steps=lots"], "expected int"),
+                         (["novalue"], "key=value")]:
+        with pytest.raises(ConfigError, match=message):
+            load_config(recipe, bad)
