@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -26,7 +27,7 @@ from transformers import TrainerCallback
 from cftune.config import ConfigError, TrainConfig, config_to_dict
 from cftune.data import load_sts_dev, load_training_data
 from cftune.models import load_embedder, resolve_precision
-from cftune.reports import write_atomic
+from cftune.reports import machine, write_atomic
 
 log = logging.getLogger(__name__)
 DEV_NAME = "sts-dev"
@@ -182,13 +183,17 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False) -> Path
         loss=build_loss(model, config, args.world_size), evaluator=evaluator,
         callbacks=[JsonLogCallback(out / "train_log.jsonl")],
     )
+    started = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume_from)
+    seconds = time.perf_counter() - started
     if trainer.is_world_process_zero():
         model.save(str(out))  # best checkpoint (load_best_model_at_end), adapter + template + pooling
         plot_training_curve(out / "train_log.jsonl", out / "training_curve.png")
         summary = {"best_dev_spearman_x100": (trainer.state.best_metric or 0) * 100,
                    "best_checkpoint": trainer.state.best_model_checkpoint, "steps": trainer.state.global_step,
-                   "rows": len(train_dataset), "skipped_rows": len(triplets.skipped), "data": triplets.source}
+                   "rows": len(train_dataset), "skipped_rows": len(triplets.skipped), "data": triplets.source,
+                   # of this invocation only: a resumed run's earlier part is not counted
+                   "train_seconds": round(seconds, 1), "resumed_from": resume_from, "machine": machine()}
         write_atomic(out / "train_summary.json", json.dumps(summary, indent=2) + "\n")
     return out
 
