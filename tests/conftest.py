@@ -5,6 +5,7 @@ Nothing is downloaded: tokenizers are trained on a few sentences, models are bui
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from pathlib import Path
@@ -123,4 +124,23 @@ def sts_dir(tmp_path) -> Path:
                 {"sentence1": sentences[3], "sentence2": "A cat is asleep.", "score": 0.0}]
     write_jsonl(tmp_path / "sts" / "STS12.jsonl", rows12)
     write_jsonl(tmp_path / "sts" / "BIOSSES.jsonl", rows_bio)
+    return tmp_path
+
+
+WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi pi rho sigma tau".split()
+TRIPLETS = [(f"{a} {b} walks home.", f"{a} {b} goes home.", f"{b} {a} never sleeps.")
+            for a in WORDS for b in WORDS if a != b][:96]
+
+
+@pytest.fixture
+def nli_dir(tmp_path):
+    """A data dir in the shared layout: nli/*.csv (SimCSE header) and the STS-B dev file."""
+    (tmp_path / "nli").mkdir()
+    with open(tmp_path / "nli" / "triplets.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["sent0", "sent1", "hard_neg"])
+        writer.writerows(TRIPLETS)
+    write_jsonl(tmp_path / "sts" / "STSBenchmark.dev.jsonl",
+                [{"sentence1": a, "sentence2": n if i % 2 else p, "score": 1.0 if i % 2 else 4.0}
+                 for i, (a, p, n) in enumerate(TRIPLETS[:20])])
     return tmp_path

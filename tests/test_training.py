@@ -13,26 +13,7 @@ from cftune import DataFormatError, encode, load_embedder
 from cftune.config import ConfigError, load_config
 from cftune.data import read_triplets
 from cftune.training import add_lora, build_loss, export, train
-from conftest import write_jsonl
-
-WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi pi rho sigma tau".split()
-TRIPLETS = [(f"{a} {b} walks home.", f"{a} {b} goes home.", f"{b} {a} never sleeps.")
-            for a in WORDS for b in WORDS if a != b][:96]
-
-
-@pytest.fixture
-def nli_dir(tmp_path):
-    """A data dir in the shared layout: nli/*.csv (SimCSE header) and the STS-B dev file."""
-    (tmp_path / "nli").mkdir()
-    with open(tmp_path / "nli" / "triplets.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["sent0", "sent1", "hard_neg"])
-        writer.writerows(TRIPLETS)
-    write_jsonl(tmp_path / "sts" / "STSBenchmark.dev.jsonl",
-                [{"sentence1": a, "sentence2": n if i % 2 else p, "score": 1.0 if i % 2 else 4.0}
-                 for i, (a, p, n) in enumerate(TRIPLETS[:20])])
-    return tmp_path
-
+from conftest import TRIPLETS, write_jsonl
 
 def tiny_config(tiny_models, nli_dir, **settings):
     base = {"model": str(tiny_models["llama"]), "data_dir": str(nli_dir), "batch_size": 8, "max_steps": 12,

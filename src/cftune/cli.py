@@ -22,7 +22,7 @@ def _eval(args: argparse.Namespace) -> None:
                           precision=args.precision)
     result.meta = {
         "model": args.model + (f" + adapter {args.adapter}" if args.adapter else ""),
-        "command": shlex.join(["cftune", *args.argv]),
+        "command": args.command_line,
         "machine": machine(),
         "wall seconds": round(time.perf_counter() - started, 1),
     }
@@ -48,6 +48,23 @@ def _export(args: argparse.Namespace) -> None:
     from cftune.training import export
 
     print(f"wrote {export(args.run_dir, args.out, merge=args.merge)}")
+
+
+def _reproduce(args: argparse.Namespace) -> None:
+    from cftune.experiments import reproduce
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    report = reproduce(args.out, recipe=args.recipe, models=models, data_dir=args.data_dir, tasks=args.tasks,
+                       settings=args.set, command=args.command_line)
+    print(f"wrote {report}")
+
+
+def _ablate(args: argparse.Namespace) -> None:
+    from cftune.experiments import ablate, parse_grid
+
+    report = ablate(args.out, grid=parse_grid(args.grid), steps=args.steps, model=args.model, recipe=args.config,
+                    data_dir=args.data_dir, tasks=args.tasks, settings=args.set, command=args.command_line)
+    print(f"wrote {report}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = commands.add_parser("train", help="LoRA + InfoNCE fine-tuning on triplets",
                              description="Fine-tune a model into an embedder (recipe file, flags and --set).")
-    tr.add_argument("--config", help="YAML recipe, e.g. configs/cpu-gemma3-270m.yaml")
+    tr.add_argument("--config", help="recipe: a YAML file or a shipped recipe's name (cpu-gemma3-270m, "
+                                     "paper-minicpm-2b, paper-gemma-2b, paper-phi-2)")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a recipe setting, e.g. --set lora.r=16 (repeatable)")
     tr.add_argument("--model", help="model to fine-tune (any --model of eval)")
@@ -94,13 +112,43 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--merge", action="store_true", help="merge LoRA into the weights (no peft needed to load)")
     ex.add_argument("--out", required=True)
     ex.set_defaults(run=_export)
+
+    rp = commands.add_parser("reproduce", help="the paper's experiment: base vs fine-tuned STS, with a report",
+                             description="For each model: STS of the base model, fine-tuning, STS of the result; "
+                                         "writes OUT/report.md (+ .json, plots). Re-running skips finished stages.")
+    rp.add_argument("--recipe", default="cpu-small", choices=["cpu-small", "paper"],
+                    help="cpu-small: gemma3-270m on a CPU in about an hour; paper: the paper's three hub models "
+                         "and settings (GPU, internet)")
+    rp.add_argument("--models", help="comma list of models (default: the recipe's)")
+    rp.add_argument("--data-dir", help="local data folder (nli/*.csv, sts/*.jsonl; default: $CFTUNE_DATA_DIR, "
+                                       "else the hub)")
+    rp.add_argument("--tasks", default="all", help="STS tasks to report (default: all 9)")
+    rp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a recipe setting for every model, e.g. --set max_steps=50 (repeatable)")
+    rp.add_argument("--out", required=True, help="report folder, e.g. reports/NAME")
+    rp.set_defaults(run=_reproduce)
+
+    ab = commands.add_parser("ablate", help="short runs over a grid of settings, with a table and plots",
+                             description="Train and evaluate every combination of the --grid levels with a short "
+                                         "budget. Re-running skips finished configurations.")
+    ab.add_argument("--grid", action="append", default=[], metavar="FACTOR=LEVEL,LEVEL",
+                    help="e.g. lr=1e-5,5e-5,2e-4  hard_negatives=on,off  prompt=none,eol  hardness=0,5 "
+                         "(any training setting; repeatable)")
+    ab.add_argument("--steps", type=int, required=True, help="training steps per configuration")
+    ab.add_argument("--model", help="model to fine-tune (default: the recipe's)")
+    ab.add_argument("--config", default="cpu-gemma3-270m", help="recipe the grid varies (name or YAML path)")
+    ab.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fix another setting")
+    ab.add_argument("--data-dir", help="local data folder (default: $CFTUNE_DATA_DIR, else the hub)")
+    ab.add_argument("--tasks", default="all", help="STS tasks to score each configuration on (default: all 9)")
+    ab.add_argument("--out", required=True, help="report folder, e.g. reports/NAME")
+    ab.set_defaults(run=_ablate)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    args.argv = argv  # recorded in reports: the exact command that produced a result
+    args.command_line = shlex.join(["cftune", *argv])  # recorded in reports: what produced a result
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -50,7 +50,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     lora: LoraSettings = field(default_factory=LoraSettings)
     # bookkeeping
-    eval_steps: int = 100  # STS-B dev Spearman every N steps; the best checkpoint is kept
+    eval_steps: int = 100  # STS-B dev Spearman every N steps; the best checkpoint is kept (0: no dev, keep last)
     save_steps: int = 100
     logging_steps: int = 10
     seed: int = 42
@@ -94,13 +94,29 @@ def _apply(obj, key: str, value, prefix: str = "") -> None:
         setattr(obj, head, _coerce(value, hints[head], prefix + head))
 
 
+RECIPES_DIR = Path(__file__).parent / "recipes"
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def recipe_path(recipe: str | Path) -> Path:
+    """A YAML path, or the name of a recipe shipped with cftune (``cpu-gemma3-270m``)."""
+    path = Path(recipe)
+    if path.is_file():
+        return path
+    shipped = RECIPES_DIR / f"{recipe}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise ConfigError(f"{recipe}: recipe file not found (shipped recipes: {', '.join(recipe_names())})")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> TrainConfig:
-    """Defaults <- YAML recipe <- overrides ("lora.r=16" strings or a dict)."""
+    """Defaults <- YAML recipe (a path or a shipped recipe's name) <- overrides ("lora.r=16" or a dict)."""
     config = TrainConfig()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: recipe file not found")
+        path = recipe_path(path)
         try:
             recipe = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as err:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 from scipy.stats import spearmanr
@@ -33,6 +33,10 @@ class StsResult:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "average": self.average}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> StsResult:
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 def spearman_x100(predicted, gold) -> float:

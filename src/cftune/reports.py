@@ -55,3 +55,166 @@ def write_sts_report(result: StsResult, out: str | os.PathLike) -> tuple[Path, P
     write_atomic(json_path, json.dumps(result.to_dict(), indent=2) + "\n")
     write_atomic(md_path, sts_markdown(result))
     return json_path, md_path
+
+
+# --------------------------------------------------------------------------------------------- figures
+
+# Published figures shown beside measured ones, never mixed with them. Averages over the same 9 tasks.
+PUBLISHED = [
+    {"model": "MiniCPM-2B fine-tuned (paper)", "average": 83.84,
+     "source": "Ukarapol, Lee, Xin 2024, 'Improving Text Embeddings for Smaller Language Models Using "
+               "Contrastive Fine-tuning', table of STS results (base -> fine-tuned: +56.33% relative)"},
+    {"model": "all-MiniLM-L6-v2", "average": 80.20,
+     "source": "MTEB leaderboard scores of sentence-transformers/all-MiniLM-L6-v2 on these 9 tasks"},
+]
+SHORT_TASK = {"STSBenchmark": "STS-B"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no screen needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, png_path: Path) -> Path:
+    plt = _pyplot()
+    tmp = png_path.with_name(f".{png_path.name}.tmp.png")
+    fig.tight_layout()
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(png_path)
+    return png_path
+
+
+def plot_training_curve(log_path: Path, png_path: Path) -> Path:
+    """Train loss and (when the run had a dev set) STS-B dev Spearman over steps, from train_log.jsonl."""
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    loss = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    dev = [(r["step"], v * 100) for r in rows for k, v in r.items() if k.endswith("_spearman_cosine")]
+    fig, ax = _pyplot().subplots(figsize=(7, 4))
+    if loss:
+        ax.plot(*zip(*loss), color="tab:blue", label="train loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("InfoNCE loss", color="tab:blue")
+    if dev:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*dev), "o-", color="tab:orange", label="STS-B dev Spearman x100")
+        ax2.set_ylabel("STS-B dev Spearman x100", color="tab:orange")
+    ax.set_title("cftune training curve")
+    return save_figure(fig, png_path)
+
+
+def plot_base_vs_tuned(base: StsResult, tuned: StsResult, model: str, png_path: Path) -> Path:
+    tasks = list(base.scores)
+    x = range(len(tasks) + 1)
+    fig, ax = _pyplot().subplots(figsize=(9, 4))
+    width = 0.4
+    for offset, result, label in [(-width / 2, base, "base"), (width / 2, tuned, "fine-tuned")]:
+        values = [result.scores[t] for t in tasks] + [result.average]
+        bars = ax.bar([i + offset for i in x], values, width, label=label)
+        ax.bar_label(bars, fmt="%.0f", fontsize=7)
+    ax.set_xticks(list(x), [SHORT_TASK.get(t, t) for t in tasks] + ["avg"], fontsize=8)
+    ax.set_ylabel("Spearman x100")
+    ax.set_title(f"{model}: STS before and after contrastive fine-tuning")
+    ax.legend()
+    return save_figure(fig, png_path)
+
+
+def plot_ablation(rows: list[dict], factor: str, png_path: Path) -> Path:
+    """Average STS against one factor's levels, one line per setting of the other factors."""
+    levels = list(dict.fromkeys(str(r["point"][factor]) for r in rows))
+    lines: dict[str, dict[str, float]] = {}
+    for r in rows:
+        rest = ", ".join(f"{k}={v}" for k, v in r["point"].items() if k != factor) or "all"
+        lines.setdefault(rest, {})[str(r["point"][factor])] = r["average"]
+    fig, ax = _pyplot().subplots(figsize=(6, 4))
+    for label, points in lines.items():
+        ax.plot([levels.index(level) for level in points], list(points.values()), "o-", label=label)
+    ax.set_xticks(range(len(levels)), levels)
+    ax.set_xlabel(factor)
+    ax.set_ylabel("average Spearman x100")
+    ax.set_title(f"ablation: {factor}")
+    if len(lines) > 1:
+        ax.legend(fontsize=7)
+    return save_figure(fig, png_path)
+
+
+# --------------------------------------------------------------------------------------------- reports
+
+
+def _row(cells: list) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _task_header(tasks: list[str], first: list[str]) -> list[str]:
+    header = first + [SHORT_TASK.get(t, t) for t in tasks] + ["avg"]
+    return [_row(header), _row(["---"] * len(first) + ["---:"] * (len(tasks) + 1))]
+
+
+def describe_data(source: str, rows: int) -> str:
+    if source.startswith(("http", "hf://")) or "datasets--" in source:
+        return f"{source} ({rows:,} triplets, downloaded from the hub)"
+    return (f"{source} ({rows:,} triplets, a local file; the paper trains on the 275,601-triplet "
+            "nli_for_simcse.csv, so compare with care)")
+
+
+def reproduce_markdown(report: dict) -> str:
+    tasks = next(iter(report["models"].values()))["base"]["scores"]
+    lines = [f"# cftune reproduce: base vs fine-tuned on {len(tasks)} STS tasks", "",
+             f"Recipe `{report['recipe']}`, on {report['machine']}.", ""]
+    if report.get("command"):
+        lines += ["Command:", "", f"    {report['command']}", ""]
+    lines += ["Spearman x100 of cosine similarity against the gold scores (test splits).", ""]
+    lines += _task_header(list(tasks), ["model", ""])
+    for model, entry in report["models"].items():
+        base, tuned = entry["base"], entry["tuned"]
+        for label, result in [("base", base), ("fine-tuned", tuned)]:
+            cells = [f"{result['scores'][t]:.2f}" for t in tasks] + [f"**{result['average']:.2f}**"]
+            lines.append(_row([model, label, *cells]))
+        gains = [tuned["scores"][t] - base["scores"][t] for t in tasks] + [tuned["average"] - base["average"]]
+        lines.append(_row([model, "gain", *[f"{g:+.2f}" for g in gains]]))
+        relative = [100 * g / abs(b) if b else float("nan")
+                    for g, b in zip(gains, [base["scores"][t] for t in tasks] + [base["average"]])]
+        lines.append(_row([model, "relative gain", *[f"{r:+.1f}%" for r in relative]]))
+    for ref in PUBLISHED:
+        lines.append(_row([f"*{ref['model']}*", "*published*", *["–"] * len(tasks), f"*{ref['average']:.2f}*"]))
+    lines += ["", "Rows in italics are published figures, not measured here:", ""]
+    lines += [f"- {ref['model']}: {ref['source']}." for ref in PUBLISHED]
+    for model, entry in report["models"].items():
+        config, train = entry["config"], entry["train"]
+        lines += ["", f"## {model}", "",
+                  f"- training data: {describe_data(train['data'], train['rows'])}",
+                  f"- {train['steps']} steps of {config['batch_size']} triplets, lr {config['learning_rate']}, "
+                  f"LoRA r {config['lora']['r']} / alpha {config['lora']['alpha']} on "
+                  f"{config['lora']['target_modules']}, temperature {config['temperature']}, "
+                  f"hard negatives {'on' if config['hard_negatives'] else 'off'}, prompt `{config['prompt']}`",
+                  f"- training took {train['train_seconds'] / 60:.1f} min on {train['machine']}"
+                  + (" (the part after the last resume)" if train.get("resumed_from") else ""),
+                  f"- best STS-B dev Spearman x100: {train['best_dev_spearman_x100']:.2f}",
+                  f"- STS evaluation: {entry['base']['meta'].get('wall seconds', '?')} s (base), "
+                  f"{entry['tuned']['meta'].get('wall seconds', '?')} s (fine-tuned)", ""]
+        lines += [f"![{name}]({name})" for name in entry["plots"]]
+    return "\n".join(lines) + "\n"
+
+
+def ablation_markdown(report: dict) -> str:
+    factors = list(report["grid"])
+    tasks = list(report["results"][0]["scores"])
+    lines = [f"# cftune ablate: {report['model']}, {report['steps']} steps per configuration", "",
+             f"On {report['machine']}. Training data: {describe_data(report['data'], report['rows_per_run'])}.",
+             f"STS tasks: {report['tasks']}. No dev set: each configuration keeps its last step.", ""]
+    if report.get("command"):
+        lines += ["Command:", "", f"    {report['command']}", ""]
+    lines += _task_header(tasks, factors)
+    best = max(r["average"] for r in report["results"])
+    for r in report["results"]:
+        average = f"**{r['average']:.2f}**" if r["average"] == best else f"{r['average']:.2f}"
+        lines.append(_row([r["point"][f] for f in factors] + [f"{r['scores'][t]:.2f}" for t in tasks] + [average]))
+    fixed = report["fixed_settings"]
+    lines += ["", "Fixed settings: " + ", ".join(f"{k}={v}" for k, v in fixed.items()
+                                                   if k not in ("data_dir", "skip_bad_rows", "seed")), ""]
+    lines += [f"![{name}]({name})" for name in report["plots"]]
+    return "\n".join(lines) + "\n"

@@ -27,7 +27,7 @@ from transformers import TrainerCallback
 from cftune.config import ConfigError, TrainConfig, config_to_dict
 from cftune.data import load_sts_dev, load_training_data
 from cftune.models import load_embedder, resolve_precision
-from cftune.reports import machine, write_atomic
+from cftune.reports import machine, plot_training_curve, write_atomic
 
 log = logging.getLogger(__name__)
 DEV_NAME = "sts-dev"
@@ -84,32 +84,6 @@ class JsonLogCallback(TrainerCallback):
                 handle.write(json.dumps({"step": state.global_step, **logs}) + "\n")
 
 
-def plot_training_curve(log_path: Path, png_path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-    loss = [(r["step"], r["loss"]) for r in rows if "loss" in r]
-    dev = [(r["step"], r[DEV_METRIC] * 100) for r in rows if DEV_METRIC in r]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    if loss:
-        ax.plot(*zip(*loss), color="tab:blue", label="train loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("InfoNCE loss", color="tab:blue")
-    if dev:
-        ax2 = ax.twinx()
-        ax2.plot(*zip(*dev), "o-", color="tab:orange", label="STS-B dev Spearman x100")
-        ax2.set_ylabel("STS-B dev Spearman x100", color="tab:orange")
-    ax.set_title("cftune training curve")
-    fig.tight_layout()
-    tmp = png_path.with_name(f".{png_path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(png_path)
-
-
 def last_checkpoint(out: Path) -> str | None:
     checkpoints = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     return str(checkpoints[-1]) if checkpoints else None
@@ -147,9 +121,11 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False) -> Path
     train_dataset = datasets.Dataset.from_dict(columns)
     log.info("training on %d rows of %s (columns %s)", len(train_dataset), triplets.source, list(columns))
 
-    dev = load_sts_dev(config.data_dir)
-    evaluator = EmbeddingSimilarityEvaluator(dev.sentence1, dev.sentence2, [s / 5 for s in dev.scores],
-                                             batch_size=64, name=DEV_NAME, main_similarity="cosine")
+    evaluator = None
+    if config.eval_steps > 0:  # short runs (ablations) skip the dev set and keep the last step
+        dev = load_sts_dev(config.data_dir)
+        evaluator = EmbeddingSimilarityEvaluator(dev.sentence1, dev.sentence2, [s / 5 for s in dev.scores],
+                                                 batch_size=64, name=DEV_NAME, main_similarity="cosine")
     bf16 = resolve_precision(config.precision, model.device) == "bfloat16"
     args = SentenceTransformerTrainingArguments(
         output_dir=str(out / "checkpoints"),
@@ -164,13 +140,13 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False) -> Path
         gradient_checkpointing=config.gradient_checkpointing,
         # A duplicate text in a batch would be a false negative for its twin's anchor.
         batch_sampler=BatchSamplers.NO_DUPLICATES,
-        eval_strategy="steps",
-        eval_steps=config.eval_steps,
+        eval_strategy="steps" if evaluator else "no",
+        eval_steps=config.eval_steps or None,
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=2,
-        load_best_model_at_end=True,
-        metric_for_best_model=DEV_METRIC,
+        load_best_model_at_end=evaluator is not None,
+        metric_for_best_model=DEV_METRIC if evaluator else None,
         greater_is_better=True,
         logging_steps=config.logging_steps,
         seed=config.seed,
@@ -187,7 +163,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False) -> Path
     trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - started
     if trainer.is_world_process_zero():
-        model.save(str(out))  # best checkpoint (load_best_model_at_end), adapter + template + pooling
+        model.save(str(out))  # best (or, without dev set, last) checkpoint: adapter + template + pooling
         plot_training_curve(out / "train_log.jsonl", out / "training_curve.png")
         summary = {"best_dev_spearman_x100": (trainer.state.best_metric or 0) * 100,
                    "best_checkpoint": trainer.state.best_model_checkpoint, "steps": trainer.state.global_step,

@@ -1,0 +1,239 @@
+"""The paper's experiment (`reproduce`) and its ablations (`ablate`), as stages that survive a kill.
+
+Every stage writes its result before the next one starts, and a stage whose result is on disk is skipped.
+So re-running the same command after a crash (or after adding a model to ``--models``) does only what is
+missing. Layout of an output folder:
+
+    OUT/<model>/base.json, base.md       STS of the untrained model (with the recipe's prompt)
+    OUT/<model>/tuned.json, tuned.md     STS of the fine-tuned model
+    OUT/runs/<model>/                    the training run (model, checkpoints, log); not for git
+    OUT/report.md, report.json, *.png    the report, rebuilt from the stage results on every run
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from cftune.config import ConfigError, TrainConfig, config_to_dict, load_config
+from cftune.evaluation import StsResult, evaluate_sts
+from cftune.models import load_embedder
+from cftune.reports import (
+    ablation_markdown,
+    machine,
+    plot_ablation,
+    plot_base_vs_tuned,
+    reproduce_markdown,
+    write_atomic,
+    write_sts_report,
+)
+
+log = logging.getLogger(__name__)
+
+# Which shipped recipe trains which model. A model outside the set trains with the set's first recipe.
+RECIPE_SETS: dict[str, dict[str, str]] = {
+    "cpu-small": {"gemma3-270m": "cpu-gemma3-270m"},
+    "paper": {"minicpm-2b": "paper-minicpm-2b", "gemma-2b": "paper-gemma-2b", "phi-2": "paper-phi-2"},
+}
+# Short names for the factors people ablate; any other TrainConfig setting works under its own name.
+FACTOR_ALIASES = {"lr": "learning_rate", "hard_negative": "hard_negatives", "hn": "hard_negatives"}
+
+
+@dataclass
+class Stage:
+    name: str
+    done: Callable[[], bool]
+    run: Callable[[], object]
+
+
+def run_stages(stages: list[Stage]) -> None:
+    """The one place that reports progress for a whole job: stage k of n, skipped when already done."""
+    for k, stage in enumerate(stages, start=1):
+        if stage.done():
+            log.info("[stage %d/%d] %s: done before, skipped", k, len(stages), stage.name)
+            continue
+        log.info("[stage %d/%d] %s", k, len(stages), stage.name)
+        started = time.perf_counter()
+        stage.run()
+        log.info("[stage %d/%d] %s: finished in %.0f s", k, len(stages), stage.name, time.perf_counter() - started)
+
+
+def slug(text: str) -> str:
+    """A folder name for a model (alias, hub id or path) or a configuration."""
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", Path(text).name if "/" in text else text).strip("_") or "model"
+
+
+def read_result(path: Path) -> StsResult:
+    return StsResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def ignore_heavy_files(runs: Path) -> None:
+    """Models and checkpoints stay out of git, so a report folder can be committed as it is."""
+    runs.mkdir(parents=True, exist_ok=True)
+    (runs / ".gitignore").write_text("*\n", encoding="utf-8")
+
+
+def check_same_config(run: Path, config: TrainConfig) -> None:
+    """A run folder is only reused for the configuration it was made with."""
+    saved = run / "config.yaml"
+    if saved.exists() and yaml.safe_load(saved.read_text(encoding="utf-8")) != config_to_dict(config):
+        raise ConfigError(f"{run} holds a run with other settings than this command asks for "
+                          f"(see {saved}); choose another --out, or delete that folder")
+
+
+def train_stage(config: TrainConfig, run: Path) -> Stage:
+    from cftune.training import train
+
+    def run_training():
+        check_same_config(run, config)
+        train(config, run, resume=(run / "checkpoints").is_dir())  # continue a killed run
+
+    return Stage(f"fine-tune {config.model} ({config.max_steps} steps)", (run / "train_summary.json").exists,
+                 run_training)
+
+
+def eval_stage(name: str, load: Callable, out: Path, *, tasks, data_dir, meta: dict) -> Stage:
+    def run_eval():
+        started = time.perf_counter()
+        result = evaluate_sts(load(), tasks, data_dir=data_dir)
+        result.meta = {**meta, "machine": machine(), "wall seconds": round(time.perf_counter() - started, 1)}
+        write_sts_report(result, out)
+
+    return Stage(name, out.with_suffix(".json").exists, run_eval)
+
+
+# --------------------------------------------------------------------------------------------- reproduce
+
+
+def settings_dict(settings: list[str] | None) -> dict[str, str]:
+    """["lora.r=16", ...] (the --set of the command line) -> {"lora.r": "16"}; checked by load_config."""
+    pairs = [item.partition("=") for item in settings or []]
+    for key, sep, _ in pairs:
+        if not sep:
+            raise ConfigError(f"--set expects key=value, got {key!r}")
+    return {key.strip(): value.strip() for key, _, value in pairs}
+
+
+def reproduce_configs(recipe: str, models: list[str] | None, data_dir: str | None,
+                      settings: list[str] | None = None) -> dict[str, TrainConfig]:
+    if recipe not in RECIPE_SETS:
+        raise ConfigError(f"unknown --recipe {recipe!r}; known: {', '.join(RECIPE_SETS)}")
+    recipes = RECIPE_SETS[recipe]
+    models = models or list(recipes)
+    fallback = next(iter(recipes.values()))
+    overrides = ({"data_dir": data_dir} if data_dir is not None else {}) | settings_dict(settings)
+    return {m: load_config(recipes.get(m, fallback), {**overrides, "model": m}) for m in models}
+
+
+def reproduce(out: str | Path, *, recipe: str = "cpu-small", models: list[str] | None = None,
+              data_dir: str | None = None, tasks: str = "all", settings: list[str] | None = None,
+              command: str = "") -> Path:
+    """For each model: STS of the base model, fine-tune it, STS of the result; then the report."""
+    out = Path(out)
+    configs = reproduce_configs(recipe, models, data_dir, settings)
+    ignore_heavy_files(out / "runs")
+    stages = []
+    for model, config in configs.items():
+        folder, run = out / slug(model), out / "runs" / slug(model)
+        stages += [
+            eval_stage(f"STS of base {model}", lambda c=config: load_embedder(c.model, prompt=c.prompt),
+                       folder / "base", tasks=tasks, data_dir=config.data_dir,
+                       meta={"model": f"{model} (base)", "command": command}),
+            train_stage(config, run),
+            eval_stage(f"STS of fine-tuned {model}", lambda r=run: load_embedder(str(r)), folder / "tuned",
+                       tasks=tasks, data_dir=config.data_dir, meta={"model": f"{model} (fine-tuned)",
+                                                                    "command": command}),
+        ]
+    run_stages(stages)
+    return write_reproduce_report(out, configs, recipe, command)
+
+
+def write_reproduce_report(out: Path, configs: dict[str, TrainConfig], recipe: str, command: str) -> Path:
+    from cftune.training import plot_training_curve
+
+    entries = {}
+    for model, config in configs.items():
+        folder, run = out / slug(model), out / "runs" / slug(model)
+        base, tuned = read_result(folder / "base.json"), read_result(folder / "tuned.json")
+        summary = json.loads((run / "train_summary.json").read_text(encoding="utf-8"))
+        bars, curve = out / f"{slug(model)}-sts.png", out / f"{slug(model)}-training.png"
+        plot_base_vs_tuned(base, tuned, model, bars)
+        plot_training_curve(run / "train_log.jsonl", curve)
+        entries[model] = {"config": config_to_dict(config), "train": summary, "base": base.to_dict(),
+                          "tuned": tuned.to_dict(), "plots": [bars.name, curve.name]}
+    report = {"recipe": recipe, "command": command, "machine": machine(), "models": entries}
+    write_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
+    write_atomic(out / "report.md", reproduce_markdown(report))
+    return out / "report.md"
+
+
+# --------------------------------------------------------------------------------------------- ablate
+
+
+def parse_grid(items: list[str]) -> dict[str, list[str]]:
+    """["lr=1e-5,5e-5", "prompt=none,eol"] -> {"learning_rate": ["1e-5", "5e-5"], "prompt": ["none", "eol"]}."""
+    grid = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        levels = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not levels:
+            raise ConfigError(f"--grid expects factor=level,level,..., got {item!r}")
+        grid[FACTOR_ALIASES.get(key.strip(), key.strip())] = levels
+    if not grid:
+        raise ConfigError("ablate needs at least one --grid factor=level,level,...")
+    return grid
+
+
+def ablation_configs(base_recipe: str, overrides: dict, grid: dict[str, list[str]]) -> dict[str, tuple[dict, TrainConfig]]:
+    """Every combination of the grid's levels -> (its levels, its full config), keyed by a folder name."""
+    combos = {}
+    for levels in itertools.product(*grid.values()):
+        point = dict(zip(grid, levels))
+        config = load_config(base_recipe, {**overrides, **point})  # an unknown factor fails here, before any work
+        combos[",".join(f"{k}={v}" for k, v in point.items())] = (point, config)
+    return combos
+
+
+def ablate(out: str | Path, *, grid: dict[str, list[str]], steps: int, model: str | None = None,
+           recipe: str = "cpu-gemma3-270m", data_dir: str | None = None, tasks: str = "all",
+           settings: list[str] | None = None, command: str = "") -> Path:
+    """Train and evaluate every grid point with a short budget (no dev set); one table, one plot per factor."""
+    out = Path(out)
+    overrides = {"max_steps": steps, "warmup_steps": max(1, steps // 10), "eval_steps": 0, "save_steps": steps,
+                 "logging_steps": max(1, steps // 20)}
+    overrides |= {"model": model} if model else {}
+    overrides |= {"data_dir": data_dir} if data_dir is not None else {}
+    overrides |= settings_dict(settings)
+    combos = ablation_configs(recipe, overrides, grid)
+    ignore_heavy_files(out / "runs")
+    stages = []
+    for name, (_, config) in combos.items():
+        run = out / "runs" / slug(name)
+        stages += [train_stage(config, run),
+                   eval_stage(f"STS of {name}", lambda r=run: load_embedder(str(r)), out / "points" / slug(name),
+                              tasks=tasks, data_dir=config.data_dir, meta={"model": name, "command": command})]
+    run_stages(stages)
+
+    rows = []
+    for name, (point, config) in combos.items():
+        summary = json.loads((out / "runs" / slug(name) / "train_summary.json").read_text(encoding="utf-8"))
+        result = read_result(out / "points" / f"{slug(name)}.json")
+        rows.append({"point": point, "scores": result.scores, "average": result.average,
+                     "train_seconds": summary["train_seconds"]})
+    plots = [plot_ablation(rows, factor, out / f"ablation-{slug(factor)}.png") for factor in grid]
+    first_config = next(iter(combos.values()))[1]
+    report = {"command": command, "machine": machine(), "grid": grid, "steps": steps, "tasks": tasks,
+              "model": first_config.model, "data": summary["data"], "rows_per_run": summary["rows"],
+              "fixed_settings": {k: v for k, v in config_to_dict(first_config).items() if k not in grid},
+              "results": rows, "plots": [p.name for p in plots]}
+    write_atomic(out / "ablation.json", json.dumps(report, indent=2) + "\n")
+    write_atomic(out / "ablation.md", ablation_markdown(report))
+    return out / "ablation.md"

@@ -1,0 +1,127 @@
+import json
+import re
+
+import pytest
+
+from cftune import experiments
+from cftune.cli import main
+from cftune.config import ConfigError
+from cftune.experiments import ablate, parse_grid, reproduce
+
+QUICK = ["max_steps=6", "warmup_steps=1", "batch_size=8", "eval_steps=3", "save_steps=3", "logging_steps=1",
+         "learning_rate=1e-3", "precision=float32", "prompt=eol"]
+TASKS = "STS12,BIOSSES"
+
+
+@pytest.fixture
+def data_dir(nli_dir, sts_dir):
+    assert nli_dir == sts_dir  # both fixtures fill the same tmp_path: nli/, sts/STS12, BIOSSES, STS-B dev
+    return str(nli_dir)
+
+
+def forbid(monkeypatch, *names):
+    """Make a stage's work fail loudly, to prove that a re-run does not redo it."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished stage was run again")
+
+    for name in names:
+        module, _, attr = name.rpartition(".")
+        monkeypatch.setattr(f"{module}.{attr}", refuse)
+
+
+def md_rows(markdown: str) -> dict[tuple[str, str], list[str]]:
+    rows = {}
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("|") and len(cells) > 2:
+            rows[(cells[0], cells[1])] = cells[2:]
+    return rows
+
+
+def test_reproduce_writes_the_report_and_resumes_after_a_crash(tiny_models, data_dir, tmp_path, monkeypatch):
+    model, out = str(tiny_models["llama"]), tmp_path / "report"
+    real_evaluate = experiments.evaluate_sts
+    calls = []
+
+    def crash_on_second_eval(*args, **kwargs):  # base eval works, training works, tuned eval "is killed"
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(experiments, "evaluate_sts", crash_on_second_eval)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(out, models=[model], data_dir=data_dir, tasks=TASKS, settings=QUICK)
+    base_json = out / "llama" / "base.json"
+    base_written = base_json.stat().st_mtime_ns
+    assert (out / "runs" / "llama" / "train_summary.json").exists() and not (out / "llama" / "tuned.json").exists()
+
+    monkeypatch.setattr(experiments, "evaluate_sts", real_evaluate)
+    forbid(monkeypatch, "cftune.training.train")
+    report = reproduce(out, models=[model], data_dir=data_dir, tasks=TASKS, settings=QUICK, command="cftune x")
+    assert base_json.stat().st_mtime_ns == base_written  # not recomputed
+
+    data = json.loads((out / "report.json").read_text())
+    entry = data["models"][model]
+    base, tuned = entry["base"], entry["tuned"]
+    assert set(base["scores"]) == {"STS12", "BIOSSES"} and entry["train"]["steps"] == 6
+    assert base["prompt"] == tuned["prompt"] == 'This sentence : "{text}" means in one word:"'
+    assert tuned["average"] != pytest.approx(base["average"], abs=1e-6)  # training changed the model
+
+    rows = md_rows(report.read_text())
+    assert rows[(model, "base")][-1] == f"**{base['average']:.2f}**"
+    assert rows[(model, "fine-tuned")][-1] == f"**{tuned['average']:.2f}**"
+    gain = tuned["average"] - base["average"]
+    assert rows[(model, "gain")][-1] == f"{gain:+.2f}"
+    assert rows[(model, "relative gain")][-1] == f"{100 * gain / abs(base['average']):+.1f}%"
+    assert rows[("*MiniCPM-2B fine-tuned (paper)*", "*published*")][-1] == "*83.84*"
+    for png in entry["plots"]:
+        assert (out / png).stat().st_size > 5000
+        assert f"![{png}]({png})" in report.read_text()
+    assert "cftune x" in report.read_text() and "compare with care" in report.read_text()
+    assert (out / "runs" / ".gitignore").read_text() == "*\n"
+
+
+def test_reproduce_refuses_to_reuse_a_run_made_with_other_settings(tiny_models, data_dir, tmp_path):
+    model, out = str(tiny_models["llama"]), tmp_path / "report"
+    reproduce(out, models=[model], data_dir=data_dir, tasks="BIOSSES", settings=QUICK)
+    (out / "runs" / "llama" / "train_summary.json").unlink()  # training "unfinished": it would resume
+    with pytest.raises(ConfigError, match="other settings"):
+        reproduce(out, models=[model], data_dir=data_dir, tasks="BIOSSES", settings=[*QUICK, "lora.r=4"])
+
+
+def test_ablate_table_plots_and_skip_on_rerun(tiny_models, data_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "ablation"
+    argv = ["ablate", "--model", str(tiny_models["qwen2"]), "--grid", "lr=1e-2,1e-4", "--grid",
+            "hard_negatives=on,off", "--steps", "3", "--data-dir", data_dir, "--tasks", TASKS,
+            "--set", "batch_size=8", "--set", "precision=float32", "--out", str(out)]
+    assert main(argv) == 0
+    data = json.loads((out / "ablation.json").read_text())
+    points = [r["point"] for r in data["results"]]
+    assert points == [{"learning_rate": lr, "hard_negatives": hn} for lr in ("1e-2", "1e-4") for hn in ("on", "off")]
+    for row in data["results"]:
+        name = ",".join(f"{k}={v}" for k, v in row["point"].items())
+        point = json.loads((out / "points" / f"{experiments.slug(name)}.json").read_text())
+        assert row["average"] == pytest.approx(point["average"])
+    # a 100x larger learning rate moves the model further from where it started
+    averages = [r["average"] for r in data["results"]]
+    assert len(set(round(a, 6) for a in averages)) > 1
+    table = (out / "ablation.md").read_text()
+    assert len(re.findall(r"^\| 1e-(2|4) \| (on|off) \|", table, flags=re.M)) == 4
+    for png in ("ablation-learning_rate.png", "ablation-hard_negatives.png"):
+        assert (out / png).stat().st_size > 5000 and f"]({png})" in table
+
+    forbid(monkeypatch, "cftune.training.train", "cftune.experiments.evaluate_sts")
+    assert main(argv) == 0  # everything done: only the report is rebuilt
+    assert json.loads((out / "ablation.json").read_text())["results"] == data["results"]
+
+
+def test_grid_and_recipe_errors_are_clear():
+    assert parse_grid(["lr=1e-5, 5e-5", "prompt=none,eol"]) == {"learning_rate": ["1e-5", "5e-5"],
+                                                                 "prompt": ["none", "eol"]}
+    with pytest.raises(ConfigError, match="factor=level"):
+        parse_grid(["lr"])
+    with pytest.raises(ConfigError, match="unknown setting 'batchsize'"):
+        experiments.ablation_configs("cpu-gemma3-270m", {}, {"batchsize": ["8"]})
+    with pytest.raises(ConfigError, match="unknown --recipe"):
+        reproduce("unused", recipe="tpu-huge")
