@@ -85,6 +85,8 @@ def test_reproduce_writes_the_report_and_resumes_after_a_crash(tiny_models, data
 def test_reproduce_refuses_to_reuse_a_run_made_with_other_settings(tiny_models, data_dir, tmp_path):
     model, out = str(tiny_models["llama"]), tmp_path / "report"
     reproduce(out, models=[model], data_dir=data_dir, tasks="BIOSSES", settings=QUICK)
+    with pytest.raises(ConfigError, match="other settings"):
+        reproduce(out, models=[model], data_dir=data_dir, tasks="BIOSSES", settings=[*QUICK, "lora.r=4"])
     (out / "runs" / "llama" / "train_summary.json").unlink()  # training "unfinished": it would resume
     with pytest.raises(ConfigError, match="other settings"):
         reproduce(out, models=[model], data_dir=data_dir, tasks="BIOSSES", settings=[*QUICK, "lora.r=4"])

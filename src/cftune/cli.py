@@ -67,9 +67,56 @@ def _ablate(args: argparse.Namespace) -> None:
     print(f"wrote {report}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _embed(args: argparse.Namespace) -> None:
+    from cftune.models import load_embedder
+    from cftune.serving import embed_file
+
+    model = load_embedder(args.model, adapter=args.adapter, prompt=args.prompt, device=args.device)
+    summary = embed_file(model, args.input, args.out, column=args.column, id_column=args.id_column,
+                         batch_size=args.batch_size, normalize=args.normalize, skip_bad_rows=args.skip_bad_rows,
+                         precision=args.precision)
+    print(f"wrote {summary.out}: {summary.rows} vectors of {summary.dimension} floats in {summary.seconds:.1f} s"
+          + (f" ({summary.rows / summary.seconds:.1f} texts/s)" if summary.seconds else ""))
+    if summary.skipped:
+        print(f"skipped {len(summary.skipped)} bad rows; first: {summary.skipped[0]}")
+
+
+def _similarity(args: argparse.Namespace) -> None:
+    from cftune.models import load_embedder
+    from cftune.serving import similarity
+
+    model = load_embedder(args.model, adapter=args.adapter, prompt=args.prompt, device=args.device)
+    print(f"{similarity(model, args.a, args.b, precision=args.precision):.4f}")
+
+
+def _serve(args: argparse.Namespace) -> None:
+    import os
+
+    from cftune.models import load_embedder
+    from cftune.serving import API_KEY_ENV, serve
+
+    model = load_embedder(args.model, adapter=args.adapter, prompt=args.prompt, device=args.device)
+    serve(model, args.name or args.model, host=args.host, port=args.port, max_batch=args.max_batch,
+          max_tokens=args.max_tokens, api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+          precision=args.precision, batching=not args.no_batching)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model and what goes with it, the same for every command that loads one embedder."""
     from cftune.models import ALIASES, DEFAULT_MODEL
 
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"alias ({', '.join(ALIASES)}), hub id, HF folder, .gguf file, sentence-transformers "
+                             f"folder or cftune run folder (default: {DEFAULT_MODEL})")
+    parser.add_argument("--adapter", help="PEFT/LoRA adapter folder applied on top of --model")
+    parser.add_argument("--prompt", help='none | eol | a template with {text}, e.g. "Query: {text}" '
+                                         "(decoders; default: the model's saved prompt, else none)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
+                        help="auto = bf16 autocast where the hardware supports it")
+    parser.add_argument("--device", help="cpu, cuda, ... (default: best available)")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cftune", description="Contrastive fine-tuning of small LMs into "
                                      "text embedders, and their STS evaluation.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -77,19 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = commands.add_parser("eval", help="Spearman x100 on the 9 STS tasks",
                              description="Score a model on the STS benchmarks (cosine vs gold, Spearman x100).")
-    ev.add_argument("--model", default=DEFAULT_MODEL,
-                    help=f"alias ({', '.join(ALIASES)}), hub id, HF folder, .gguf file or sentence-transformers "
-                         f"folder (default: {DEFAULT_MODEL})")
-    ev.add_argument("--adapter", help="PEFT/LoRA adapter folder applied on top of --model")
-    ev.add_argument("--prompt", help='none | eol | a template with {text}, e.g. "Query: {text}" '
-                                     "(decoders; default: the model's saved prompt, else none)")
+    add_model_arguments(ev)
     ev.add_argument("--tasks", default="all", help="all, or a comma list such as STS12,SICK-R")
     ev.add_argument("--data-dir", help="folder with sts/<TASK>.jsonl (default: $CFTUNE_DATA_DIR, else the hub)")
     ev.add_argument("--out", help="write OUT.json and OUT.md, e.g. results/NAME")
     ev.add_argument("--batch-size", type=int, default=32, help="32 is fastest on a 2-core CPU (measured)")
-    ev.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
-                    help="auto = bf16 autocast where the hardware supports it")
-    ev.add_argument("--device", help="cpu, cuda, ... (default: best available)")
     ev.set_defaults(run=_eval)
 
     tr = commands.add_parser("train", help="LoRA + InfoNCE fine-tuning on triplets",
@@ -142,6 +181,38 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--tasks", default="all", help="STS tasks to score each configuration on (default: all 9)")
     ab.add_argument("--out", required=True, help="report folder, e.g. reports/NAME")
     ab.set_defaults(run=_ablate)
+
+    em = commands.add_parser("embed", help="embed every text of a file into .npy or .parquet",
+                             description="Stream a .txt (a text a line), .jsonl, .csv or .parquet file through "
+                                         "the model; the output appears atomically when complete.")
+    add_model_arguments(em)
+    em.add_argument("--input", required=True, help="texts.{txt,jsonl,csv,parquet}")
+    em.add_argument("--column", default="text", help="the text column of .jsonl/.csv/.parquet (default: text)")
+    em.add_argument("--id-column", help="column of ids kept beside the vectors (default: the line number)")
+    em.add_argument("--out", required=True, help="vectors.npy (+ vectors.npy.ids.txt) or vectors.parquet")
+    em.add_argument("--batch-size", type=int, default=32)
+    em.add_argument("--normalize", action="store_true", help="unit-length vectors (dot product = cosine)")
+    em.add_argument("--skip-bad-rows", action="store_true", help="count and skip bad rows instead of stopping")
+    em.set_defaults(run=_embed)
+
+    si = commands.add_parser("similarity", help="cosine similarity of two texts")
+    add_model_arguments(si)
+    si.add_argument("a")
+    si.add_argument("b")
+    si.set_defaults(run=_similarity)
+
+    sv = commands.add_parser("serve", help="OpenAI-compatible HTTP embeddings endpoint",
+                             description="POST /v1/embeddings, GET /v1/models, GET /health.")
+    add_model_arguments(sv)
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--name", help="model name clients send and see (default: the --model value)")
+    sv.add_argument("--max-batch", type=int, default=256, help="most texts per request, and per shared batch")
+    sv.add_argument("--max-tokens", type=int, default=512, help="longest text accepted, in tokens")
+    sv.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $CFTUNE_API_KEY, "
+                                      "else no key)")
+    sv.add_argument("--no-batching", action="store_true", help="encode each request alone (for comparison)")
+    sv.set_defaults(run=_serve)
     return parser
 
 

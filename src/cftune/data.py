@@ -269,3 +269,99 @@ def load_sts_dev(data_dir: str | None = None) -> StsPairs:
     if root is not None:
         return read_sts_jsonl(root / "sts" / "STSBenchmark.dev.jsonl", STSB_DEV.name)
     return load_sts_task(STSB_DEV, None)
+
+
+# --------------------------------------------------------------------------------------------- texts to embed
+
+TEXT_FORMATS = (".txt", ".jsonl", ".csv", ".parquet")
+
+
+@dataclass
+class TextRow:
+    id: str
+    text: str
+
+
+def _text_records(path: Path, column: str, id_column: str | None):
+    """(line or row number, record dict or the exception that spoiled it), streamed, never loaded whole."""
+    import csv
+
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        parquet = pq.ParquetFile(path)
+        names = parquet.schema_arrow.names
+        for needed in (column, id_column):
+            if needed is not None and needed not in names:
+                raise DataFormatError(str(path), None, f"no column {needed!r}; columns: {names}")
+        number = 0
+        for batch in parquet.iter_batches(batch_size=4096, columns=[c for c in (column, id_column) if c]):
+            for record in batch.to_pylist():
+                number += 1
+                yield number, record
+        return
+    if path.suffix == ".csv":
+        with path.open(encoding="utf-8", newline="") as handle:
+            reader = csv.DictReader(handle)
+            try:
+                header = reader.fieldnames or []
+            except UnicodeDecodeError as err:
+                raise DataFormatError(str(path), 1, f"not valid UTF-8 ({err.reason})") from None
+            for needed in (column, id_column):
+                if needed is not None and needed not in header:
+                    raise DataFormatError(str(path), 1, f"no column {needed!r}; header: {header}")
+            while True:
+                line_no = reader.line_num + 1
+                try:
+                    record = next(reader)
+                except StopIteration:
+                    return
+                except (UnicodeDecodeError, csv.Error) as err:
+                    yield line_no, err
+                    continue
+                yield line_no, record
+        return
+    with path.open("rb") as handle:  # .txt and .jsonl: decode line by line, so errors name their line
+        for line_no, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+                record = json.loads(line) if path.suffix == ".jsonl" else {column: line}
+                if not isinstance(record, dict):
+                    raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+            except (UnicodeDecodeError, ValueError) as err:
+                record = err
+            yield line_no, record
+
+
+def iter_texts(path: str | os.PathLike, *, column: str = "text", id_column: str | None = None,
+               skip_bad_rows: bool = False, skipped: list[str] | None = None):
+    """Stream TextRow(id, text) from .txt (a line each), .jsonl, .csv or .parquet.
+
+    The id is ``id_column``'s value, else the line (row) number. A bad row (undecodable, missing column,
+    empty text) raises DataFormatError naming file and line, or, with ``skip_bad_rows``, is appended to
+    ``skipped`` as "file:line: problem" and left out.
+    """
+    path = Path(path)
+    if path.suffix not in TEXT_FORMATS:
+        raise DataFormatError(str(path), None, f"unknown input format; expected one of {', '.join(TEXT_FORMATS)}")
+    if not path.is_file():
+        raise DataFormatError(str(path), None, "file not found")
+    for number, record in _text_records(path, column, id_column):
+        try:
+            if isinstance(record, Exception):
+                raise ValueError(str(record))
+            if column not in record:
+                raise ValueError(f"missing field {column!r}")
+            text = record[column]
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"{column!r} must be a non-empty text, got {text!r}")
+            row_id = str(record[id_column]) if id_column else str(number)
+            if id_column and (record.get(id_column) is None or not row_id.strip()):
+                raise ValueError(f"missing id in {id_column!r}")
+        except ValueError as err:
+            if not skip_bad_rows:
+                raise DataFormatError(str(path), number, str(err)) from None
+            if skipped is not None:
+                skipped.append(f"{path}:{number}: {err}")
+            continue
+        yield TextRow(row_id, text)

@@ -92,8 +92,9 @@ def check_same_config(run: Path, config: TrainConfig) -> None:
 def train_stage(config: TrainConfig, run: Path) -> Stage:
     from cftune.training import train
 
+    check_same_config(run, config)  # now, before any stage runs: a finished run is reused only if it matches
+
     def run_training():
-        check_same_config(run, config)
         train(config, run, resume=(run / "checkpoints").is_dir())  # continue a killed run
 
     return Stage(f"fine-tune {config.model} ({config.max_steps} steps)", (run / "train_summary.json").exists,
