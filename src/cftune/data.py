@@ -168,44 +168,62 @@ def _triplet_columns(header: list[str], source: str) -> dict[str, str]:
     return found
 
 
-def _rows_with_lines(path: Path):
-    """(line number, dict row) from a CSV (header line) or JSONL file, decoding errors named by line."""
+def _records(path: Path, txt_field: str = "text"):
+    """(line or row number, record dict, or the error that spoiled the row), streamed, never loaded whole.
+
+    .jsonl: one JSON object a line; .csv: a header line, then rows; .txt: each line is ``{txt_field: line}``;
+    .parquet: its rows. Errors are decoded line by line, so they name their own line.
+    """
     import csv
 
-    if path.suffix == ".jsonl":
-        with path.open("rb") as handle:
-            for line_no, raw in enumerate(handle, start=1):
-                try:
-                    line = raw.decode("utf-8")
-                    if line.strip():
-                        row = json.loads(line)
-                        if not isinstance(row, dict):
-                            raise ValueError(f"expected a JSON object, got {type(row).__name__}")
-                        yield line_no, row
-                except (UnicodeDecodeError, ValueError) as err:
-                    yield line_no, err
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        number = 0
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+            for record in batch.to_pylist():
+                number += 1
+                yield number, record
         return
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle)
-        try:
-            header = next(reader)
-        except StopIteration:
-            return
-        except UnicodeDecodeError as err:
-            raise DataFormatError(str(path), 1, f"not valid UTF-8 ({err.reason})") from None
-        while True:
-            line_no = reader.line_num + 1
+    if path.suffix == ".csv":
+        with path.open(encoding="utf-8", newline="") as handle:
+            reader = csv.reader(handle)
             try:
-                values = next(reader)
+                header = next(reader)
             except StopIteration:
                 return
-            except (UnicodeDecodeError, csv.Error) as err:
+            except UnicodeDecodeError as err:
+                raise DataFormatError(str(path), 1, f"not valid UTF-8 ({err.reason})") from None
+            while True:
+                line_no = reader.line_num + 1
+                try:
+                    values = next(reader)
+                except StopIteration:
+                    return
+                except (UnicodeDecodeError, csv.Error) as err:
+                    yield line_no, err
+                    continue
+                if values and len(values) != len(header):
+                    yield line_no, ValueError(f"expected {len(header)} fields ({','.join(header)}), "
+                                              f"got {len(values)}")
+                elif values:
+                    yield line_no, dict(zip(header, values))
+        return
+    with path.open("rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+                if path.suffix != ".jsonl":
+                    yield line_no, {txt_field: line}
+                    continue
+                if not line.strip():
+                    continue
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+                yield line_no, record
+            except (UnicodeDecodeError, ValueError) as err:
                 yield line_no, err
-                continue
-            if values and len(values) != len(header):
-                yield line_no, ValueError(f"expected {len(header)} fields ({','.join(header)}), got {len(values)}")
-            elif values:
-                yield line_no, dict(zip(header, values))
 
 
 def read_triplets(path: str | os.PathLike, *, skip_bad_rows: bool = False, max_rows: int | None = None) -> Triplets:
@@ -220,7 +238,7 @@ def read_triplets(path: str | os.PathLike, *, skip_bad_rows: bool = False, max_r
     columns: dict[str, list[str]] | None = None
     names: dict[str, str] = {}
     skipped = []
-    for line_no, row in _rows_with_lines(path):
+    for line_no, row in _records(path):
         if columns is None and isinstance(row, dict):
             names = _triplet_columns(list(row), str(path))
             columns = {column: [] for column in names}
@@ -282,57 +300,6 @@ class TextRow:
     text: str
 
 
-def _text_records(path: Path, column: str, id_column: str | None):
-    """(line or row number, record dict or the exception that spoiled it), streamed, never loaded whole."""
-    import csv
-
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        parquet = pq.ParquetFile(path)
-        names = parquet.schema_arrow.names
-        for needed in (column, id_column):
-            if needed is not None and needed not in names:
-                raise DataFormatError(str(path), None, f"no column {needed!r}; columns: {names}")
-        number = 0
-        for batch in parquet.iter_batches(batch_size=4096, columns=[c for c in (column, id_column) if c]):
-            for record in batch.to_pylist():
-                number += 1
-                yield number, record
-        return
-    if path.suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(handle)
-            try:
-                header = reader.fieldnames or []
-            except UnicodeDecodeError as err:
-                raise DataFormatError(str(path), 1, f"not valid UTF-8 ({err.reason})") from None
-            for needed in (column, id_column):
-                if needed is not None and needed not in header:
-                    raise DataFormatError(str(path), 1, f"no column {needed!r}; header: {header}")
-            while True:
-                line_no = reader.line_num + 1
-                try:
-                    record = next(reader)
-                except StopIteration:
-                    return
-                except (UnicodeDecodeError, csv.Error) as err:
-                    yield line_no, err
-                    continue
-                yield line_no, record
-        return
-    with path.open("rb") as handle:  # .txt and .jsonl: decode line by line, so errors name their line
-        for line_no, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8").rstrip("\r\n")
-                record = json.loads(line) if path.suffix == ".jsonl" else {column: line}
-                if not isinstance(record, dict):
-                    raise ValueError(f"expected a JSON object, got {type(record).__name__}")
-            except (UnicodeDecodeError, ValueError) as err:
-                record = err
-            yield line_no, record
-
-
 def iter_texts(path: str | os.PathLike, *, column: str = "text", id_column: str | None = None,
                skip_bad_rows: bool = False, skipped: list[str] | None = None):
     """Stream TextRow(id, text) from .txt (a line each), .jsonl, .csv or .parquet.
@@ -346,7 +313,13 @@ def iter_texts(path: str | os.PathLike, *, column: str = "text", id_column: str 
         raise DataFormatError(str(path), None, f"unknown input format; expected one of {', '.join(TEXT_FORMATS)}")
     if not path.is_file():
         raise DataFormatError(str(path), None, "file not found")
-    for number, record in _text_records(path, column, id_column):
+    first = True
+    for number, record in _records(path, txt_field=column):
+        if first and isinstance(record, dict) and path.suffix in (".csv", ".parquet"):
+            for needed in (column, id_column):  # a table without the column: say so once, at its header
+                if needed is not None and needed not in record:
+                    raise DataFormatError(str(path), 1, f"no column {needed!r}; columns: {list(record)}")
+            first = False
         try:
             if isinstance(record, Exception):
                 raise ValueError(str(record))

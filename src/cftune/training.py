@@ -89,8 +89,11 @@ def last_checkpoint(out: Path) -> str | None:
     return str(checkpoints[-1]) if checkpoints else None
 
 
-def train(config: TrainConfig, out: str | Path, *, resume: bool = False) -> Path:
-    """Fine-tune ``config.model`` on triplets; returns the run folder holding the best model."""
+def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbacks: tuple = ()) -> Path:
+    """Fine-tune ``config.model`` on triplets; returns the run folder holding the best model.
+
+    ``callbacks``: extra transformers ``TrainerCallback``s (timers, custom logging).
+    """
     import datasets
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
@@ -157,7 +160,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False) -> Path
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=train_dataset,
         loss=build_loss(model, config, args.world_size), evaluator=evaluator,
-        callbacks=[JsonLogCallback(out / "train_log.jsonl")],
+        callbacks=[JsonLogCallback(out / "train_log.jsonl"), *callbacks],
     )
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume_from)
