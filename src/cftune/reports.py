@@ -145,6 +145,10 @@ def plot_ablation(rows: list[dict], factor: str, png_path: Path) -> Path:
 # --------------------------------------------------------------------------------------------- reports
 
 
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def _row(cells: list) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
@@ -193,7 +197,7 @@ def reproduce_markdown(report: dict) -> str:
                   f"hard negatives {'on' if config['hard_negatives'] else 'off'}, prompt `{config['prompt']}`",
                   f"- training took {train['train_seconds'] / 60:.1f} min on {train['machine']}"
                   + (" (the part after the last resume)" if train.get("resumed_from") else ""),
-                  f"- best STS-B dev Spearman x100: {train['best_dev_spearman_x100']:.2f}",
+                  f"- best STS-B dev Spearman x100: {_number(train['best_dev_spearman_x100'])}",
                   f"- STS evaluation: {entry['base']['meta'].get('wall seconds', '?')} s (base), "
                   f"{entry['tuned']['meta'].get('wall seconds', '?')} s (fine-tuned)", ""]
         lines += [f"![{name}]({name})" for name in entry["plots"]]

@@ -168,7 +168,8 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
     if trainer.is_world_process_zero():
         model.save(str(out))  # best (or, without dev set, last) checkpoint: adapter + template + pooling
         plot_training_curve(out / "train_log.jsonl", out / "training_curve.png")
-        summary = {"best_dev_spearman_x100": (trainer.state.best_metric or 0) * 100,
+        best = trainer.state.best_metric
+        summary = {"best_dev_spearman_x100": None if best is None else best * 100,
                    "best_checkpoint": trainer.state.best_model_checkpoint, "steps": trainer.state.global_step,
                    "rows": len(train_dataset), "skipped_rows": len(triplets.skipped), "data": triplets.source,
                    # of this invocation only: a resumed run's earlier part is not counted
