@@ -73,7 +73,7 @@ def cftune_train(model_name: str, data_dir: str, batch: int, steps: int, warmup:
 
     overrides = {"model": model_name, "data_dir": data_dir, "batch_size": batch, "max_steps": steps + warmup,
                  "warmup_steps": 1, "eval_steps": 0, "save_steps": 10**6, "logging_steps": 1,
-                 "max_rows": batch * (steps + warmup), **settings}
+                 "max_rows": 2 * batch * (steps + warmup), **settings}  # slack: the no-duplicates sampler skips repeats
     durations = []
 
     class StepTimer(TrainerCallback):  # per-step wall times, so the warm-up steps can be left out
