@@ -124,6 +124,6 @@ def test_grid_and_recipe_errors_are_clear():
     with pytest.raises(ConfigError, match="factor=level"):
         parse_grid(["lr"])
     with pytest.raises(ConfigError, match="unknown setting 'batchsize'"):
-        experiments.ablation_configs("cpu-gemma3-270m", {}, {"batchsize": ["8"]})
+        experiments.ablation_configs("cpu-gemma3-270m", [], {"batchsize": ["8"]})
     with pytest.raises(ConfigError, match="unknown --recipe"):
         reproduce("unused", recipe="tpu-huge")

@@ -13,11 +13,10 @@ from cftune.errors import CftuneError
 
 def _eval(args: argparse.Namespace) -> None:
     from cftune.evaluation import evaluate_sts
-    from cftune.models import load_embedder
     from cftune.reports import machine, sts_table, write_sts_report
 
     started = time.perf_counter()
-    model = load_embedder(args.model, adapter=args.adapter, prompt=args.prompt, device=args.device)
+    model = load_model(args)
     result = evaluate_sts(model, args.tasks, data_dir=args.data_dir, batch_size=args.batch_size,
                           precision=args.precision)
     result.meta = {
@@ -68,10 +67,9 @@ def _ablate(args: argparse.Namespace) -> None:
 
 
 def _embed(args: argparse.Namespace) -> None:
-    from cftune.models import load_embedder
     from cftune.serving import embed_file
 
-    model = load_embedder(args.model, adapter=args.adapter, prompt=args.prompt, device=args.device)
+    model = load_model(args)
     summary = embed_file(model, args.input, args.out, column=args.column, id_column=args.id_column,
                          batch_size=args.batch_size, normalize=args.normalize, skip_bad_rows=args.skip_bad_rows,
                          precision=args.precision)
@@ -82,20 +80,18 @@ def _embed(args: argparse.Namespace) -> None:
 
 
 def _similarity(args: argparse.Namespace) -> None:
-    from cftune.models import load_embedder
     from cftune.serving import similarity
 
-    model = load_embedder(args.model, adapter=args.adapter, prompt=args.prompt, device=args.device)
+    model = load_model(args)
     print(f"{similarity(model, args.a, args.b, precision=args.precision):.4f}")
 
 
 def _serve(args: argparse.Namespace) -> None:
     import os
 
-    from cftune.models import load_embedder
     from cftune.serving import API_KEY_ENV, serve
 
-    model = load_embedder(args.model, adapter=args.adapter, prompt=args.prompt, device=args.device)
+    model = load_model(args)
     serve(model, args.name or args.model, host=args.host, port=args.port, max_batch=args.max_batch,
           max_tokens=args.max_tokens, api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
           precision=args.precision, batching=not args.no_batching)
@@ -114,6 +110,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
                         help="auto = bf16 autocast where the hardware supports it")
     parser.add_argument("--device", help="cpu, cuda, ... (default: best available)")
+
+
+def load_model(args: argparse.Namespace):
+    """The embedder that add_model_arguments describes."""
+    from cftune.models import load_embedder
+
+    return load_embedder(args.model, adapter=args.adapter, prompt=args.prompt, device=args.device)
 
 
 def build_parser() -> argparse.ArgumentParser:

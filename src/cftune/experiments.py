@@ -114,15 +114,6 @@ def eval_stage(name: str, load: Callable, out: Path, *, tasks, data_dir, meta: d
 # --------------------------------------------------------------------------------------------- reproduce
 
 
-def settings_dict(settings: list[str] | None) -> dict[str, str]:
-    """["lora.r=16", ...] (the --set of the command line) -> {"lora.r": "16"}; checked by load_config."""
-    pairs = [item.partition("=") for item in settings or []]
-    for key, sep, _ in pairs:
-        if not sep:
-            raise ConfigError(f"--set expects key=value, got {key!r}")
-    return {key.strip(): value.strip() for key, _, value in pairs}
-
-
 def reproduce_configs(recipe: str, models: list[str] | None, data_dir: str | None,
                       settings: list[str] | None = None) -> dict[str, TrainConfig]:
     if recipe not in RECIPE_SETS:
@@ -130,8 +121,9 @@ def reproduce_configs(recipe: str, models: list[str] | None, data_dir: str | Non
     recipes = RECIPE_SETS[recipe]
     models = models or list(recipes)
     fallback = next(iter(recipes.values()))
-    overrides = ({"data_dir": data_dir} if data_dir is not None else {}) | settings_dict(settings)
-    return {m: load_config(recipes.get(m, fallback), {**overrides, "model": m}) for m in models}
+    data = [f"data_dir={data_dir}"] if data_dir is not None else []
+    # load_config checks each --set item; the model goes last, so it wins
+    return {m: load_config(recipes.get(m, fallback), [*data, *(settings or []), f"model={m}"]) for m in models}
 
 
 def reproduce(out: str | Path, *, recipe: str = "cpu-small", models: list[str] | None = None,
@@ -193,12 +185,14 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
     return grid
 
 
-def ablation_configs(base_recipe: str, overrides: dict, grid: dict[str, list[str]]) -> dict[str, tuple[dict, TrainConfig]]:
+def ablation_configs(base_recipe: str, overrides: list[str],
+                     grid: dict[str, list[str]]) -> dict[str, tuple[dict, TrainConfig]]:
     """Every combination of the grid's levels -> (its levels, its full config), keyed by a folder name."""
     combos = {}
     for levels in itertools.product(*grid.values()):
         point = dict(zip(grid, levels))
-        config = load_config(base_recipe, {**overrides, **point})  # an unknown factor fails here, before any work
+        # an unknown factor fails here, before any work; the grid point goes last, so it wins
+        config = load_config(base_recipe, [*overrides, *(f"{k}={v}" for k, v in point.items())])
         combos[",".join(f"{k}={v}" for k, v in point.items())] = (point, config)
     return combos
 
@@ -212,8 +206,7 @@ def ablate(out: str | Path, *, grid: dict[str, list[str]], steps: int, model: st
                  "logging_steps": max(1, steps // 20)}
     overrides |= {"model": model} if model else {}
     overrides |= {"data_dir": data_dir} if data_dir is not None else {}
-    overrides |= settings_dict(settings)
-    combos = ablation_configs(recipe, overrides, grid)
+    combos = ablation_configs(recipe, [*(f"{k}={v}" for k, v in overrides.items()), *(settings or [])], grid)
     ignore_heavy_files(out / "runs")
     stages = []
     for name, (_, config) in combos.items():
