@@ -108,6 +108,11 @@ def test_ablate_table_plots_and_skip_on_rerun(tiny_models, data_dir, tmp_path, m
     # a 100x larger learning rate moves the model further from where it started
     averages = [r["average"] for r in data["results"]]
     assert len(set(round(a, 6) for a in averages)) > 1
+    # the untrained model is scored once, as the reference row, with the recipe's prompt
+    [untrained] = data["untrained"]
+    reference = json.loads((out / "points" / f"untrained_prompt={untrained['prompt']}.json").read_text())
+    assert untrained["average"] == pytest.approx(reference["average"])
+    assert all(abs(a - untrained["average"]) > 1e-6 for a in averages[:2])  # lr 1e-2 changed the model
     table = (out / "ablation.md").read_text()
     assert len(re.findall(r"^\| 1e-(2|4) \| (on|off) \|", table, flags=re.M)) == 4
     for png in ("ablation-learning_rate.png", "ablation-hard_negatives.png"):

@@ -89,7 +89,7 @@ def check_same_config(run: Path, config: TrainConfig) -> None:
                           f"(see {saved}); choose another --out, or delete that folder")
 
 
-def train_stage(config: TrainConfig, run: Path) -> Stage:
+def train_stage(config: TrainConfig, run: Path, label: str = "") -> Stage:
     from cftune.training import train
 
     check_same_config(run, config)  # now, before any stage runs: a finished run is reused only if it matches
@@ -97,8 +97,8 @@ def train_stage(config: TrainConfig, run: Path) -> Stage:
     def run_training():
         train(config, run, resume=(run / "checkpoints").is_dir())  # continue a killed run
 
-    return Stage(f"fine-tune {config.model} ({config.max_steps} steps)", (run / "train_summary.json").exists,
-                 run_training)
+    return Stage(f"fine-tune {label or config.model} ({config.max_steps} steps)",
+                 (run / "train_summary.json").exists, run_training)
 
 
 def eval_stage(name: str, load: Callable, out: Path, *, tasks, data_dir, meta: dict) -> Stage:
@@ -208,10 +208,18 @@ def ablate(out: str | Path, *, grid: dict[str, list[str]], steps: int, model: st
     overrides |= {"data_dir": data_dir} if data_dir is not None else {}
     combos = ablation_configs(recipe, [*(f"{k}={v}" for k, v in overrides.items()), *(settings or [])], grid)
     ignore_heavy_files(out / "runs")
-    stages = []
+    first_config = next(iter(combos.values()))[1]
+    # the untrained model, once per prompt in the grid: the reference that shows what training bought
+    base_points = {config.prompt: out / "points" / slug(f"untrained,prompt={config.prompt}")
+                   for _, config in combos.values()}
+    stages = [eval_stage(f"STS of untrained {first_config.model} (prompt {prompt})",
+                         lambda p=prompt: load_embedder(first_config.model, prompt=p), path, tasks=tasks,
+                         data_dir=first_config.data_dir, meta={"model": f"{first_config.model} (untrained)",
+                                                               "command": command})
+              for prompt, path in base_points.items()]
     for name, (_, config) in combos.items():
         run = out / "runs" / slug(name)
-        stages += [train_stage(config, run),
+        stages += [train_stage(config, run, name),
                    eval_stage(f"STS of {name}", lambda r=run: load_embedder(str(r)), out / "points" / slug(name),
                               tasks=tasks, data_dir=config.data_dir, meta={"model": name, "command": command})]
     run_stages(stages)
@@ -222,12 +230,15 @@ def ablate(out: str | Path, *, grid: dict[str, list[str]], steps: int, model: st
         result = read_result(out / "points" / f"{slug(name)}.json")
         rows.append({"point": point, "scores": result.scores, "average": result.average,
                      "train_seconds": summary["train_seconds"]})
-    plots = [plot_ablation(rows, factor, out / f"ablation-{slug(factor)}.png") for factor in grid]
-    first_config = next(iter(combos.values()))[1]
+    untrained = []
+    for prompt, path in base_points.items():
+        result = read_result(path.with_suffix(".json"))
+        untrained.append({"prompt": prompt, "scores": result.scores, "average": result.average})
+    plots = [plot_ablation(rows, factor, out / f"ablation-{slug(factor)}.png", untrained) for factor in grid]
     report = {"command": command, "machine": machine(), "grid": grid, "steps": steps, "tasks": tasks,
               "model": first_config.model, "data": summary["data"], "rows_per_run": summary["rows"],
               "fixed_settings": {k: v for k, v in config_to_dict(first_config).items() if k not in grid},
-              "results": rows, "plots": [p.name for p in plots]}
+              "results": rows, "untrained": untrained, "plots": [p.name for p in plots]}
     write_atomic(out / "ablation.json", json.dumps(report, indent=2) + "\n")
     write_atomic(out / "ablation.md", ablation_markdown(report))
     return out / "ablation.md"

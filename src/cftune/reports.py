@@ -133,8 +133,11 @@ def plot_base_vs_tuned(base: StsResult, tuned: StsResult, model: str, png_path: 
     return save_figure(fig, png_path)
 
 
-def plot_ablation(rows: list[dict], factor: str, png_path: Path) -> Path:
-    """Average STS against one factor's levels, one line per setting of the other factors."""
+def plot_ablation(rows: list[dict], factor: str, png_path: Path, untrained: list[dict] = ()) -> Path:
+    """Average STS against one factor's levels, one line per setting of the other factors.
+
+    ``untrained``: the model before training (one entry per prompt), drawn as dashed reference lines.
+    """
     levels = list(dict.fromkeys(str(r["point"][factor]) for r in rows))
     lines: dict[str, dict[str, float]] = {}
     for r in rows:
@@ -143,6 +146,10 @@ def plot_ablation(rows: list[dict], factor: str, png_path: Path) -> Path:
     fig, ax = _pyplot().subplots(figsize=(6, 4))
     for label, points in lines.items():
         ax.plot([levels.index(level) for level in points], list(points.values()), "o-", label=label)
+    for base in untrained:
+        ax.axhline(base["average"], color="grey", linestyle="--", linewidth=1)
+        ax.annotate(f"untrained, prompt {base['prompt']}", (0, base["average"]), textcoords="offset points",
+                    xytext=(2, 3), fontsize=7, color="grey")
     ax.set_xticks(range(len(levels)), levels)
     ax.set_xlabel(factor)
     ax.set_ylabel("average Spearman x100")
@@ -222,11 +229,20 @@ def ablation_markdown(report: dict) -> str:
              f"STS tasks: {report['tasks']}. No dev set: each configuration keeps its last step.", ""]
     if report.get("command"):
         lines += ["Command:", "", f"    {report['command']}", ""]
-    lines += _task_header(tasks, factors)
+    header = _task_header(tasks, factors)
+    lines += [header[0] + " train min |", header[1] + " ---: |"]
     best = max(r["average"] for r in report["results"])
     for r in report["results"]:
         average = f"**{r['average']:.2f}**" if r["average"] == best else f"{r['average']:.2f}"
-        lines.append(_row([r["point"][f] for f in factors] + [f"{r['scores'][t]:.2f}" for t in tasks] + [average]))
+        lines.append(_row([r["point"][f] for f in factors] + [f"{r['scores'][t]:.2f}" for t in tasks]
+                          + [average, f"{r['train_seconds'] / 60:.1f}"]))
+    total = sum(r["train_seconds"] for r in report["results"]) / 60
+    lines += ["", f"Training took {total:.0f} min in all (the evaluations are not included)."]
+    if report.get("untrained"):
+        lines += ["", "The same model untrained, for reference:", ""]
+        lines += _task_header(tasks, ["prompt"])
+        lines += [_row([b["prompt"]] + [f"{b['scores'][t]:.2f}" for t in tasks] + [f"{b['average']:.2f}"])
+                  for b in report["untrained"]]
     fixed = report["fixed_settings"]
     lines += ["", "Fixed settings: " + ", ".join(f"{k}={v}" for k, v in fixed.items()
                                                    if k not in ("data_dir", "skip_bad_rows", "seed")), ""]
