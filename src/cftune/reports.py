@@ -170,9 +170,9 @@ def _row(cells: list) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
-def _task_header(tasks: list[str], first: list[str]) -> list[str]:
-    header = first + [SHORT_TASK.get(t, t) for t in tasks] + ["avg"]
-    return [_row(header), _row(["---"] * len(first) + ["---:"] * (len(tasks) + 1))]
+def _task_header(tasks: list[str], first: list[str], last: tuple[str, ...] = ()) -> list[str]:
+    header = first + [SHORT_TASK.get(t, t) for t in tasks] + ["avg", *last]
+    return [_row(header), _row(["---"] * len(first) + ["---:"] * (len(tasks) + 1 + len(last)))]
 
 
 def describe_data(source: str, rows: int) -> str:
@@ -229,8 +229,7 @@ def ablation_markdown(report: dict) -> str:
              f"STS tasks: {report['tasks']}. No dev set: each configuration keeps its last step.", ""]
     if report.get("command"):
         lines += ["Command:", "", f"    {report['command']}", ""]
-    header = _task_header(tasks, factors)
-    lines += [header[0] + " train min |", header[1] + " ---: |"]
+    lines += _task_header(tasks, factors, last=("train min",))
     best = max(r["average"] for r in report["results"])
     for r in report["results"]:
         average = f"**{r['average']:.2f}**" if r["average"] == best else f"{r['average']:.2f}"
