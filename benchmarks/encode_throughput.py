@@ -23,7 +23,7 @@ from transformers import AutoModelForCausalLM
 from cftune import encode, load_embedder
 from cftune.data import load_sts_task, parse_tasks, resolve_data_dir
 from cftune.models import autocast, prompt_of, resolve_precision, resolve_source
-from cftune.reports import machine
+from cftune.io import machine
 
 
 def sample_sentences(data_dir: Path | None, n: int) -> list[str]:

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from cftune.data import load_sts_task, parse_tasks, resolve_data_dir
-from cftune.reports import machine
+from cftune.io import machine
 
 
 def free_port() -> int:

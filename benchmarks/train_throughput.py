@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps of cftune")
     args = parser.parse_args()
 
-    from cftune.reports import machine
+    from cftune.io import machine
 
     print(f"model {args.model}, batch 7 NLI triplets, {machine()}", flush=True)
     paper = run_child(paper_loop, args.model, args.data_dir, 7, args.paper_steps, 1)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from cftune import DataFormatError
+from cftune import ConfigError, DataFormatError
 from cftune.data import STS_TASKS, load_sts_task, parse_tasks, read_sts_jsonl
 from conftest import SHARED_DATA, write_jsonl
 
@@ -49,7 +49,7 @@ def test_missing_task_file_is_named(tmp_path):
 def test_task_selection():
     assert [t.name for t in parse_tasks("all")] == list(STS_TASKS)
     assert [t.name for t in parse_tasks("sick-r, STS12")] == ["SICK-R", "STS12"]
-    with pytest.raises(ValueError, match="unknown STS task 'STS99'"):
+    with pytest.raises(ConfigError, match="unknown STS task 'STS99'"):
         parse_tasks("STS12,STS99")
 
 

@@ -1,5 +1,9 @@
 import base64
+import http.client
+import json
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -14,7 +18,7 @@ import pytest
 
 from cftune import DataFormatError, encode, load_embedder
 from cftune.cli import main
-from cftune.serving import embed_file
+from cftune.serving import OutputPathError, embed_file
 from conftest import CORPUS, write_jsonl
 
 TEXTS = list(dict.fromkeys(CORPUS))
@@ -47,11 +51,16 @@ def start_server(model: str, *extra: str):
 
 
 @pytest.fixture(scope="module")
-def server(tiny_models):
+def served(tiny_models):
     process, url = start_server(str(tiny_models["gemma3_text"]), "--prompt", "eol", "--name", "tiny")
-    yield url
+    yield process, url
     process.terminate()
     process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    return served[1]
 
 
 @pytest.fixture(scope="module")
@@ -91,12 +100,15 @@ def test_embeddings_match_encode_as_floats_and_base64(server, expected):
     ({"input": "a", "dimensions": 8}, 400, "dimensions"),
     ({"input": "a", "model": "gpt-4"}, 404, "not served here"),
     ("{not json", 400, "not valid JSON"),
+    # JSON escapes of lone surrogates parse into Python strings that no tokenizer takes (they were 500s)
+    ({"input": ["ok", "ok", "ok", "\ud800"]}, 400, r"input\[3\] is not valid Unicode"),
+    ({"input": "a\udfffb"}, 400, r"input\[0\] is not valid Unicode"),
+    (b'{"input": ["ok", "\xed\xa0\x80"]}', 400, r"input\[1\] is not valid Unicode"),  # raw surrogate bytes
+    ({"input": "x" * (40 * 64 + 1)}, 400, r"input\[0\] has 2561 characters; at most 2560"),  # never tokenized
 ])
 def test_bad_requests_get_a_clear_4xx_and_the_server_lives_on(server, payload, status, message):
-    if isinstance(payload, str):
-        reply = httpx.post(f"{server}/v1/embeddings", content=payload, headers={"content-type": "application/json"})
-    else:
-        reply = httpx.post(f"{server}/v1/embeddings", json=payload)
+    content = payload if isinstance(payload, (str, bytes)) else json.dumps(payload)  # ASCII: \ud800 as an escape
+    reply = httpx.post(f"{server}/v1/embeddings", content=content, headers={"content-type": "application/json"})
     assert reply.status_code == status
     assert re.search(message, reply.json()["error"]["message"]), reply.json()
     assert httpx.get(f"{server}/health").status_code == 200
@@ -127,9 +139,93 @@ def test_api_key_is_required_on_every_request(tiny_models, monkeypatch):
         assert wrong.status_code == 401
         right = httpx.post(f"{url}/v1/embeddings", json={"input": "a"}, headers={"Authorization": "Bearer s3cret"})
         assert right.status_code == 200 and len(right.json()["data"][0]["embedding"]) == 32
+        # The scheme name is case-insensitive; the key is not, and nothing but the scheme may replace "Bearer".
+        for header, status in [("bearer s3cret", 200), ("BEARER s3cret", 200), ("Bearer S3CRET", 401),
+                               ("Basic s3cret", 401), ("Bearer  s3cret", 401), ("s3cret", 401)]:
+            assert httpx.get(f"{url}/health", headers={"Authorization": header}).status_code == status, header
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def rss_mib(pid: int) -> float:
+    status = open(f"/proc/{pid}/status").read()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status)[1]) / 1024
+
+
+def test_a_body_over_the_limit_gets_413_without_being_read(served):
+    process, url = served
+    baseline = rss_mib(process.pid)
+    port = int(url.rsplit(":", 1)[1])
+    started = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:  # announces 50 MB, sends none of it
+        sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 52428800\r\n\r\n")
+        answer = http.client.HTTPResponse(sock)
+        answer.begin()
+        assert answer.status == 413 and time.perf_counter() - started < 5
+        assert "over 8388608 bytes" in json.loads(answer.read())["error"]["message"]
+
+    fifty_mb = b'{"input": "' + b"a" * 50_000_000 + b'"}'
+    reply = httpx.post(f"{url}/v1/embeddings", content=fifty_mb, timeout=60)
+    assert reply.status_code == 413 and "over 8388608 bytes" in reply.json()["error"]["message"]
+    chunks = (fifty_mb[i:i + 2**20] for i in range(0, len(fifty_mb), 2**20))  # no Content-Length: chunked
+    reply = httpx.post(f"{url}/v1/embeddings", content=chunks, timeout=60)
+    assert reply.status_code == 413 and "over 8388608 bytes" in reply.json()["error"]["message"]
+    assert rss_mib(process.pid) < baseline + 300
+    assert httpx.post(f"{url}/v1/embeddings", json={"input": "a"}).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def roomy(tiny_models):
+    """A server that takes long texts and many per request, with a short queue."""
+    process, url = start_server(str(tiny_models["gemma3_text"]), "--max-tokens", "1000", "--max-batch", "64",
+                                "--max-queue", "16")
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def test_health_answers_while_a_long_request_is_tokenized(roomy):
+    texts = ["word " * 8000] * 64  # 2.5 MB: under the character bound, so it must be tokenized (about a second)
+    with ThreadPoolExecutor(1) as pool, httpx.Client(timeout=60) as client:
+        big = pool.submit(client.post, f"{roomy}/v1/embeddings", json={"input": texts})
+        latencies = []
+        while not big.done():
+            started = time.perf_counter()
+            assert client.get(f"{roomy}/health").status_code == 200
+            latencies.append(time.perf_counter() - started)
+        reply = big.result()
+    assert reply.status_code == 400 and re.search(r"input\[0\] has \d+ tokens; at most 1000", reply.text)
+    assert len(latencies) > 10  # the loop kept answering during the whole request
+    assert max(latencies) < 0.1, sorted(latencies)[-5:]
+
+
+def test_a_full_queue_answers_429_and_the_server_recovers(roomy):
+    reply = httpx.post(f"{roomy}/v1/embeddings", json={"input": ["a"] * 17})  # more than --max-queue at once
+    assert reply.status_code == 429 and "at most 16" in reply.json()["error"]["message"]
+
+    def one(i):
+        return client.post(f"{roomy}/v1/embeddings", json={"input": [f"text {i} {j}" for j in range(16)]})
+
+    with httpx.Client(limits=httpx.Limits(max_connections=16), timeout=60) as client, \
+            ThreadPoolExecutor(16) as pool:
+        replies = list(pool.map(one, range(64)))
+    statuses = [r.status_code for r in replies]
+    assert set(statuses) == {200, 429}, statuses  # while one batch encodes, at most 16 texts wait
+    assert all(r.json()["error"]["type"] == "rate_limit_error" for r in replies if r.status_code == 429)
+    assert httpx.post(f"{roomy}/v1/embeddings", json={"input": ["a"] * 16}).status_code == 200
+
+
+@pytest.mark.parametrize("flag, value", [("--max-batch", "0"), ("--max-tokens", "0"), ("--max-queue", "0"),
+                                         ("--max-request-bytes", "0"), ("--port", "65536"), ("--port", "-1"),
+                                         ("--max-batch", "many")])
+def test_serve_refuses_bad_settings_before_loading_the_model(flag, value, capsys):
+    started = time.perf_counter()
+    with pytest.raises(SystemExit) as exit_:  # argparse; a model load would fail later, on no-such-model
+        main(["serve", "--model", "no-such-model", flag, value])
+    assert exit_.value.code == 2 and time.perf_counter() - started < 5
+    assert f"argument {flag}:" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------- files
@@ -195,3 +291,72 @@ def test_similarity_command_prints_the_cosine(tiny_models, capsys):
     vectors = encode(load_embedder(model), TEXTS[:2])
     cosine = float(np.dot(*vectors.numpy()) / np.prod(np.linalg.norm(vectors.numpy(), axis=1)))
     assert float(capsys.readouterr().out) == pytest.approx(cosine, abs=1e-4)
+
+
+@pytest.mark.parametrize("out, problem", [("vectors.npy", "is a folder"), ("v.npy", "v.npy.ids.txt: is a folder"),
+                                          ("missing/v.npy", "does not exist"), ("v.txt", "must end in .npy")])
+def test_embed_refuses_a_bad_out_before_loading_the_model(tmp_path, capsys, out, problem):
+    (tmp_path / "vectors.npy").mkdir()
+    (tmp_path / "v.npy.ids.txt").mkdir()
+    texts = tmp_path / "in.txt"
+    texts.write_text("one\n")
+    started = time.perf_counter()  # "no-such-model" would fail to load, with another message, if it were tried
+    assert main(["embed", "--model", "no-such-model", "--input", str(texts), "--out", str(tmp_path / out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cftune: error: ") and problem in err and err.count("\n") == 1, err
+    assert time.perf_counter() - started < 5
+    with pytest.raises(OutputPathError, match=problem):  # the library checks before it touches the model
+        embed_file(None, texts, tmp_path / out, show_progress_bar=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "v.npy.ids.txt", "vectors.npy"]
+
+
+def test_embed_missing_or_null_id_is_a_row_error(tiny_models, tmp_path):
+    model = load_embedder(str(tiny_models["bert"]))
+    rows = write_jsonl(tmp_path / "rows.jsonl", [{"id": "a", "text": "one"}, {"text": "two"},
+                                                 {"id": None, "text": "three"}, {"id": "d", "text": "four"}])
+    with pytest.raises(DataFormatError, match=r"rows\.jsonl:2: missing id in 'id'"):
+        embed_file(model, rows, tmp_path / "v.parquet", id_column="id", show_progress_bar=False)
+    summary = embed_file(model, rows, tmp_path / "v.parquet", id_column="id", skip_bad_rows=True,
+                         show_progress_bar=False)
+    assert summary.rows == 2 and [s.split(": ", 1)[0] for s in summary.skipped] == [f"{rows}:2", f"{rows}:3"]
+    assert pq.read_table(tmp_path / "v.parquet")["id"].to_pylist() == ["a", "d"]
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_embed_removes_only_its_own_stale_temp_files(tiny_models, tmp_path):
+    texts = tmp_path / "in.txt"
+    texts.write_text("one\ntwo\n")
+    dead = dead_pid()
+    stale = [f".v.npy.cftune-tmp-{dead}", f".v.npy.cftune-tmp-{dead}.ids", f".v.npy.cftune-tmp-{dead}.raw"]
+    kept = [".hidden", f".w.npy.cftune-tmp-{dead}",  # someone else's file; another output's temp file
+            f".v.npy.cftune-tmp-{os.getppid()}", f".v.npy.cftune-tmp-{dead}.bak"]  # a live run's; not our name
+    for name in stale + kept:
+        (tmp_path / name).write_text("x")
+    embed_file(load_embedder(str(tiny_models["bert"])), texts, tmp_path / "v.npy", show_progress_bar=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + ["in.txt", "v.npy", "v.npy.ids.txt"])
+
+
+def test_a_killed_embed_run_is_cleaned_up_by_the_next(tiny_models, tmp_path):
+    texts = tmp_path / "in.txt"
+    texts.write_text("".join(f"text number {i}\n" for i in range(50_000)))
+    temp_files = lambda: sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".v.npy"))  # noqa: E731
+    process = subprocess.Popen([sys.executable, "-m", "cftune.cli", "embed", "--model", str(tiny_models["bert"]),
+                                "--input", str(texts), "--out", str(tmp_path / "v.npy")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not temp_files() and process.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+    finally:
+        process.kill()  # SIGKILL: no finally block of the run gets to clean up
+        process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL and temp_files()  # killed mid-run: its temp files are left
+    small = tmp_path / "small.txt"
+    small.write_text("one\n")
+    embed_file(load_embedder(str(tiny_models["bert"])), small, tmp_path / "v.npy", show_progress_bar=False)
+    assert temp_files() == [] and np.load(tmp_path / "v.npy").shape == (1, 32)

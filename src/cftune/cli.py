@@ -12,9 +12,12 @@ from cftune.errors import CftuneError
 
 
 def _eval(args: argparse.Namespace) -> None:
+    from cftune.data import parse_tasks
     from cftune.evaluation import evaluate_sts
-    from cftune.reports import machine, sts_table, write_sts_report
+    from cftune.io import machine
+    from cftune.reports import sts_table, write_sts_report
 
+    parse_tasks(args.tasks)  # a mistyped task fails now, not after the model has loaded
     started = time.perf_counter()
     model = load_model(args)
     result = evaluate_sts(model, args.tasks, data_dir=args.data_dir, batch_size=args.batch_size,
@@ -46,7 +49,7 @@ def _train(args: argparse.Namespace) -> None:
 def _export(args: argparse.Namespace) -> None:
     from cftune.training import export
 
-    print(f"wrote {export(args.run_dir, args.out, merge=args.merge)}")
+    print(f"wrote {export(args.run_dir, args.out, merge=args.merge, overwrite=args.overwrite)}")
 
 
 def _reproduce(args: argparse.Namespace) -> None:
@@ -67,8 +70,9 @@ def _ablate(args: argparse.Namespace) -> None:
 
 
 def _embed(args: argparse.Namespace) -> None:
-    from cftune.serving import embed_file
+    from cftune.serving import check_output_path, embed_file
 
+    check_output_path(args.out)  # a wrong --out fails now, not after the model loads and embeds everything
     model = load_model(args)
     summary = embed_file(model, args.input, args.out, column=args.column, id_column=args.id_column,
                          batch_size=args.batch_size, normalize=args.normalize, skip_bad_rows=args.skip_bad_rows,
@@ -94,12 +98,13 @@ def _serve(args: argparse.Namespace) -> None:
     model = load_model(args)
     serve(model, args.name or args.model, host=args.host, port=args.port, max_batch=args.max_batch,
           max_tokens=args.max_tokens, api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
-          precision=args.precision, batching=not args.no_batching)
+          precision=args.precision, batching=not args.no_batching, max_queue=args.max_queue,
+          max_request_bytes=args.max_request_bytes)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model and what goes with it, the same for every command that loads one embedder."""
-    from cftune.models import ALIASES, DEFAULT_MODEL
+    from cftune.models import ALIASES, ATTENTIONS, DEFAULT_MODEL, POOLINGS
 
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"alias ({', '.join(ALIASES)}), hub id, HF folder, .gguf file, sentence-transformers "
@@ -107,8 +112,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapter", help="PEFT/LoRA adapter folder applied on top of --model")
     parser.add_argument("--prompt", help='none | eol | a template with {text}, e.g. "Query: {text}" '
                                          "(decoders; default: the model's saved prompt, else none)")
+    parser.add_argument("--pooling", choices=POOLINGS, help="for a raw LM: lasttoken (the EOS state, default), "
+                        "mean or weightedmean; a saved embedder keeps its own")
+    parser.add_argument("--attention", choices=ATTENTIONS, help="for a raw LM: causal (default) or bidirectional "
+                        "(Gemma 3); a saved embedder keeps its own")
     parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
-                        help="auto = bf16 autocast where the hardware supports it")
+                        help="auto = bf16 autocast where the hardware has it natively (CUDA, AVX512-BF16 or AMX)")
     parser.add_argument("--device", help="cpu, cuda, ... (default: best available)")
 
 
@@ -116,7 +125,8 @@ def load_model(args: argparse.Namespace):
     """The embedder that add_model_arguments describes."""
     from cftune.models import load_embedder
 
-    return load_embedder(args.model, adapter=args.adapter, prompt=args.prompt, device=args.device)
+    return load_embedder(args.model, adapter=args.adapter, prompt=args.prompt, pooling=args.pooling,
+                         attention=args.attention, device=args.device, inference=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,7 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex = commands.add_parser("export", help="a trained run -> standalone sentence-transformers folder")
     ex.add_argument("run_dir", help="run folder written by cftune train")
     ex.add_argument("--merge", action="store_true", help="merge LoRA into the weights (no peft needed to load)")
-    ex.add_argument("--out", required=True)
+    ex.add_argument("--out", required=True, help="new folder, or an earlier export (replaced atomically)")
+    ex.add_argument("--overwrite", action="store_true",
+                    help="replace --out even when it holds something other than a cftune export")
     ex.set_defaults(run=_export)
 
     rp = commands.add_parser("reproduce", help="the paper's experiment: base vs fine-tuned STS, with a report",
@@ -207,11 +219,31 @@ def build_parser() -> argparse.ArgumentParser:
     sv = commands.add_parser("serve", help="OpenAI-compatible HTTP embeddings endpoint",
                              description="POST /v1/embeddings, GET /v1/models, GET /health.")
     add_model_arguments(sv)
+
+    def int_in(low: int, high: int | None = None):
+        """argparse type: an int in [low, high], so a bad value stops the command before the model loads."""
+        def parse(value: str) -> int:
+            try:
+                number = int(value)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+            if number < low or (high is not None and number > high):
+                raise argparse.ArgumentTypeError(f"{number} is out of range: " + (
+                    f"{low}..{high}" if high is not None else f"at least {low}"))
+            return number
+        return parse
+
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--port", type=int_in(0, 65535), default=8000)
     sv.add_argument("--name", help="model name clients send and see (default: the --model value)")
-    sv.add_argument("--max-batch", type=int, default=256, help="most texts per request, and per shared batch")
-    sv.add_argument("--max-tokens", type=int, default=512, help="longest text accepted, in tokens")
+    sv.add_argument("--max-batch", type=int_in(1), default=256, help="most texts per request, and per shared batch")
+    sv.add_argument("--max-tokens", type=int_in(1), default=512,
+                    help="longest text accepted, in tokens; texts over 64 characters per token are refused "
+                         "without tokenizing")
+    sv.add_argument("--max-queue", type=int_in(1), default=4096,
+                    help="most texts waiting for the encoder; requests beyond it get 429 (default: 4096)")
+    sv.add_argument("--max-request-bytes", type=int_in(1), default=8 * 2**20,
+                    help="largest request body; larger ones get 413 (default: 8 MiB)")
     sv.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $CFTUNE_API_KEY, "
                                       "else no key)")
     sv.add_argument("--no-batching", action="store_true", help="encode each request alone (for comparison)")
@@ -227,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         args.run(args)
-    except (CftuneError, ValueError) as err:
+    except CftuneError as err:  # a user's mistake, in one line; anything else is a bug and keeps its traceback
         print(f"cftune: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from cftune.errors import CftuneError
+from cftune.errors import ConfigError  # noqa: F401 - defined with the other errors; importable from here
 
 
-class ConfigError(CftuneError):
-    """A recipe file or --set override that does not fit the configuration."""
+# The embedder's design (see cftune.models for what each one does); the first of each is the paper's.
+POOLINGS = ("lasttoken", "mean", "weightedmean")
+ATTENTIONS = ("causal", "bidirectional")
+FINETUNES = ("lora", "full")
 
 
 @dataclass
@@ -29,6 +33,10 @@ class LoraSettings:
 class TrainConfig:
     model: str = "gemma3-270m"
     prompt: str = "none"  # none | eol | template with {text}; the same at training and evaluation
+    # the embedder's design (see cftune.models): the paper's choice is the default of each
+    pooling: str = "lasttoken"  # lasttoken (EOS state) | mean | weightedmean (SGPT position weights)
+    attention: str = "causal"  # causal | bidirectional (Gemma 3, as EmbeddingGemma)
+    finetune: str = "lora"  # lora (settings below) | full (the transformer body; token embeddings frozen)
     data: str = "nli"  # nli (SimCSE triplets) or a CSV/JSONL path of anchor,positive[,negative]
     data_dir: str | None = None  # local twin of the hub data; default $CFTUNE_DATA_DIR, else the hub
     skip_bad_rows: bool = False
@@ -71,27 +79,103 @@ def _coerce(value: str | object, kind, key: str):
         if str(value).lower() in ("false", "0", "no", "off"):
             return False
         raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    # int(True) == 1 and int(2.5) == 2: YAML's `max_steps: true` or `2.5` would pass silently
+    if (kind in (int, float) and isinstance(value, bool)) or (
+            kind is int and isinstance(value, float) and not value.is_integer()):
+        raise ConfigError(f"{key}: expected {kind.__name__}, got {value!r}")
     try:
         return kind(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{key}: expected {kind.__name__}, got {value!r}") from None
 
 
-def _apply(obj, key: str, value, prefix: str = "") -> None:
+def _apply(obj, key: str, value, prefix: str = "") -> list[str]:
+    """Set ``key`` (dotted, or a section given a mapping); returns the full names of the settings it set."""
     head, _, rest = key.partition(".")
     hints = typing.get_type_hints(type(obj))
     if head not in hints:
         known = ", ".join(prefix + f.name for f in dataclasses.fields(obj))
         raise ConfigError(f"unknown setting {prefix + head!r}; known: {known}")
     if dataclasses.is_dataclass(hints[head]):
-        child = getattr(obj, head)
-        items = {rest: value}.items() if rest else (value or {}).items()
-        for sub_key, sub_value in items:
-            _apply(child, sub_key, sub_value, prefix + head + ".")
-    elif rest:
+        if not rest and value is not None and not isinstance(value, dict):  # `lora: 5` in YAML, --set lora=5
+            raise ConfigError(f"{prefix + head}: expected a mapping of settings such as {prefix + head}.r, "
+                              f"got {value!r}")
+        items = {rest: value} if rest else (value or {})
+        return [name for sub_key, sub_value in items.items()
+                for name in _apply(getattr(obj, head), str(sub_key), sub_value, prefix + head + ".")]
+    if rest:
         raise ConfigError(f"{prefix + head} has no sub-settings")
-    else:
-        setattr(obj, head, _coerce(value, hints[head], prefix + head))
+    setattr(obj, head, _coerce(value, hints[head], prefix + head))
+    return [prefix + head]
+
+
+def _prompt_ok(prompt: str) -> bool:
+    from cftune.models import PROMPTS  # the prompt names live with the embedder code
+
+    return prompt in PROMPTS or prompt.count("{text}") == 1
+
+
+def _finite(check: Callable[[float], bool]) -> Callable[[float], bool]:
+    return lambda value: math.isfinite(value) and check(value)  # nan and inf fail every comparison we mean
+
+
+# What every setting must be, checked when a config is loaded, before any model or data is read; a new
+# setting adds a line. Types are already checked by _coerce; these are the values that would otherwise fail
+# late (temperature 0: a division by zero after the model loaded) or silently do something else
+# (max_steps -5: the trainer runs 3 epochs instead).
+CHECKS: list[tuple[str, Callable[[object], bool], str]] = [
+    ("prompt", _prompt_ok, "none, eol or a template containing {text} exactly once"),
+    ("pooling", lambda v: v in POOLINGS, " or ".join(POOLINGS)),
+    ("attention", lambda v: v in ATTENTIONS, " or ".join(ATTENTIONS)),
+    ("finetune", lambda v: v in FINETUNES, " or ".join(FINETUNES)),
+    ("max_rows", lambda v: v is None or v >= 1, "none or >= 1"),
+    ("temperature", _finite(lambda v: v > 0), "> 0"),
+    ("hardness", _finite(lambda v: v >= 0), ">= 0"),
+    ("mini_batch_size", lambda v: v >= 1, ">= 1"),
+    ("batch_size", lambda v: v >= 1, ">= 1"),
+    ("learning_rate", _finite(lambda v: v > 0), "> 0"),
+    ("max_steps", lambda v: v >= 1, ">= 1"),
+    ("warmup_steps", lambda v: v >= 0, ">= 0"),
+    ("weight_decay", _finite(lambda v: v >= 0), ">= 0"),
+    ("max_length", lambda v: v >= 1, ">= 1"),
+    ("precision", lambda v: v in ("auto", "float32", "bfloat16"), "auto, float32 or bfloat16"),
+    ("lora.r", lambda v: v >= 1, ">= 1"),
+    ("lora.alpha", _finite(lambda v: v > 0), "> 0"),
+    ("lora.dropout", _finite(lambda v: 0 <= v < 1), ">= 0 and < 1"),
+    ("eval_steps", lambda v: v >= 0, ">= 0 (0: no dev set)"),
+    ("save_steps", lambda v: v >= 1, ">= 1"),
+    ("logging_steps", lambda v: v >= 1, ">= 1"),
+]
+
+
+def _value(config: TrainConfig, name: str):
+    for part in name.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def validate(config: TrainConfig, origins: dict[str, str] | None = None) -> TrainConfig:
+    """Raise ConfigError naming the first bad setting (and the recipe file it came from, if any)."""
+    origins = origins or {}
+
+    def fail(name: str, problem: str):
+        where = f"{origins[name]}: " if name in origins else ""
+        raise ConfigError(f"{where}{name}: {problem}")
+
+    for name, check, must in CHECKS:
+        value = _value(config, name)
+        try:
+            ok = check(value)
+        except TypeError:  # a TrainConfig built in Python with a value of the wrong type
+            ok = False
+        if not ok:
+            fail(name, f"must be {must}, got {value!r}")
+    # the best checkpoint is chosen among saved ones, so saves must fall on dev evaluations (transformers
+    # refuses this too, but only once the model is loaded)
+    if config.eval_steps and config.save_steps % config.eval_steps:
+        fail("save_steps", f"must be a multiple of eval_steps ({config.eval_steps}) when there is a dev set, "
+                           f"got {config.save_steps}")
+    return config
 
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
@@ -114,7 +198,7 @@ def recipe_path(recipe: str | Path) -> Path:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> TrainConfig:
     """Defaults <- YAML recipe (a path or a shipped recipe's name) <- overrides ("lora.r=16" or a dict)."""
-    config = TrainConfig()
+    config, origins = TrainConfig(), {}  # setting -> the recipe file it came from, for error messages
     if path is not None:
         path = recipe_path(path)
         try:
@@ -124,16 +208,60 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
         if not isinstance(recipe, dict):
             raise ConfigError(f"{path}: expected a mapping of settings")
         for key, value in recipe.items():
-            _apply(config, str(key), value)
+            try:
+                origins |= dict.fromkeys(_apply(config, str(key), value), str(path))
+            except ConfigError as err:
+                raise ConfigError(f"{path}: {err}") from None
     if isinstance(overrides, dict):
         overrides = [f"{k}={v}" for k, v in overrides.items()]
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set expects key=value, got {item!r}")
-        _apply(config, key.strip(), value.strip())
-    return config
+        for name in _apply(config, key.strip(), value.strip()):
+            origins.pop(name, None)  # no longer the file's value
+    return validate(config, origins)
 
 
 def config_to_dict(config: TrainConfig) -> dict:
     return dataclasses.asdict(config)
+
+
+# Settings that change how a run is recorded, not what it computes; every other setting (a new one too)
+# counts as changing the result, so a run folder is continued only with the settings that started it.
+BOOKKEEPING = {"logging_steps"}
+
+
+def _flat(settings: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in settings.items():
+        flat |= _flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value}
+    return flat
+
+
+def check_same_config(run: Path, config: TrainConfig) -> None:
+    """A run folder holding a config.yaml is only reused (resumed, or its result kept) with the same settings.
+
+    The one comparison behind `train --resume` and the stages of `reproduce` / `ablate`.
+    """
+    saved_path = Path(run) / "config.yaml"
+    if not saved_path.exists():
+        return
+    try:
+        saved = _flat(yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {})
+    except (yaml.YAMLError, AttributeError):  # AttributeError: not a mapping
+        saved = {}
+    asked = _flat(config_to_dict(config))
+    # A setting added after that run was made had its default then (every new setting defaults to the old
+    # behaviour); a setting only the saved file knows (another cftune version) counts as different.
+    defaults = _flat(config_to_dict(TrainConfig()))
+    saved |= {key: defaults[key] for key in asked.keys() - saved.keys() if key in defaults}
+    missing = "(not set)"
+    differ = [f"{key}: {asked.get(key, missing)!r} asked, {saved.get(key, missing)!r} there"
+              for key in sorted((saved.keys() | asked.keys()) - BOOKKEEPING,
+                                key=lambda k: (k not in saved or k not in asked, k))  # real changes first
+              if key not in saved or key not in asked or saved[key] != asked[key]]
+    if differ:
+        raise ConfigError(f"{run} holds a run with other settings than this command asks for "
+                          f"({'; '.join(differ[:3])}{'; ...' if len(differ) > 3 else ''}; see {saved_path}); "
+                          "choose another --out, or delete that folder")

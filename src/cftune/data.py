@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cftune.errors import DataFormatError
+from cftune.errors import ConfigError, DataFormatError
 
 DATA_DIR_ENV = "CFTUNE_DATA_DIR"
 
@@ -59,18 +59,22 @@ class StsPairs:
 
 
 def parse_tasks(spec: str | list[str] | None) -> list[StsTask]:
-    """'all', None, 'STS12,SICK-R' or a list of names -> tasks (names are case-insensitive)."""
+    """'all', None, 'STS12,SICK-R' or a list of names -> tasks (names are case-insensitive).
+
+    ``STSBenchmark.dev`` is selectable too (never part of 'all'): it is where designs are chosen.
+    """
     if spec is None or spec == "all":
         return list(STS_TASKS.values())
     names = spec.split(",") if isinstance(spec, str) else spec
-    by_lower = {name.lower(): task for name, task in STS_TASKS.items()}
+    by_lower = {name.lower(): task for name, task in {**STS_TASKS, STSB_DEV.name: STSB_DEV}.items()}
     tasks = []
     for name in (n.strip() for n in names if n.strip()):
         if name.lower() not in by_lower:
-            raise ValueError(f"unknown STS task {name!r}; known: {', '.join(STS_TASKS)}")
+            raise ConfigError(f"--tasks: unknown STS task {name!r}; known: {', '.join(STS_TASKS)}, "
+                              f"{STSB_DEV.name}")
         tasks.append(by_lower[name.lower()])
     if not tasks:
-        raise ValueError("no STS task given")
+        raise ConfigError("--tasks: no STS task given")
     return tasks
 
 
@@ -328,7 +332,7 @@ def iter_texts(path: str | os.PathLike, *, column: str = "text", id_column: str 
             text = record[column]
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"{column!r} must be a non-empty text, got {text!r}")
-            row_id = str(record[id_column]) if id_column else str(number)
+            row_id = str(record.get(id_column)) if id_column else str(number)
             if id_column and (record.get(id_column) is None or not row_id.strip()):
                 raise ValueError(f"missing id in {id_column!r}")
         except ValueError as err:

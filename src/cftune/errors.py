@@ -5,6 +5,13 @@ class CftuneError(Exception):
     """Base class: every error cftune raises on purpose is one of these."""
 
 
+class ConfigError(CftuneError):
+    """A setting that cftune does not accept: a recipe file, a --set override or a command-line option.
+
+    The message names the setting, and the recipe file when the value came from one.
+    """
+
+
 class ModelSourceError(CftuneError):
     """A --model / --adapter value that cftune cannot turn into an embedder."""
 

@@ -17,6 +17,7 @@ restored when a long input is truncated. Encoders (MiniLM, BGE) keep their own p
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib.util
 import json
 import logging
@@ -32,7 +33,9 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules import Transformer
 from sentence_transformers.sentence_transformer.modules import Pooling
 
-from cftune.errors import ModelSourceError
+from cftune.config import ATTENTIONS, POOLINGS
+from cftune.errors import ConfigError, ModelSourceError
+from cftune.io import cpu_has_native_bf16
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,14 @@ PROMPTS = {
 }
 
 DEFAULT_MODEL = "gemma3-270m"
+
+# POOLINGS: how token states become one vector, as sentence-transformers' Pooling modes. lasttoken is the
+# paper's (the EOS state); mean averages every real token; weightedmean weights token i by its position i
+# (SGPT, arXiv 2202.08904), so that later tokens, which have seen more of a causal text, count more.
+# ATTENTIONS: causal is the paper's (the LM as trained). bidirectional lets every token see the whole text,
+# as EmbeddingGemma does; it is a switch in the model's own transformers config, so a saved folder carries
+# it and a plain SentenceTransformer(path) runs the same way. Architectures without the switch are refused.
+BIDIRECTIONAL_SWITCH = {"gemma3_text": "use_bidirectional_attention", "gemma3": "use_bidirectional_attention"}
 
 
 def _assemble_gemma3_gguf(package_dir: Path) -> Path:
@@ -110,6 +121,11 @@ def resolve_source(model: str) -> tuple[str, bool]:
     if path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
         raise ModelSourceError(f"model not found: {model!r} is not an alias ({', '.join(ALIASES)}), "
                                "a .gguf file, a model folder or a hub id")
+    if "/" not in model:  # a mistyped alias: asking the hub would only print a long connection failure
+        close = difflib.get_close_matches(model, ALIASES, n=3, cutoff=0.6)
+        raise ModelSourceError(f"unknown model {model!r}: not an alias, a .gguf file or a model folder"
+                               + (f"; did you mean {' or '.join(close)}?" if close else "")
+                               + f" (aliases: {', '.join(ALIASES)}; hub ids are written org/name)")
     return model, trust_remote_code  # a hub id: transformers downloads it (or finds it in the HF cache)
 
 
@@ -217,9 +233,45 @@ def set_prompt(model: SentenceTransformer, prompt: str | None) -> None:
 # --------------------------------------------------------------------------------------------- loading
 
 
-def _decoder_embedder(source: str, prompt: str | None, trust_remote_code: bool, device: str | None):
+def attention_config(config, attention: str) -> dict:
+    """The transformers config settings that give ``attention`` on this architecture."""
+    if attention not in ATTENTIONS:
+        raise ModelSourceError(f"attention must be one of {', '.join(ATTENTIONS)}, got {attention!r}")
+    if attention == "causal":
+        return {}
+    switch = BIDIRECTIONAL_SWITCH.get(config.model_type)
+    if switch is None:
+        raise ModelSourceError(f"attention=bidirectional needs a model whose transformers config has the "
+                               f"switch (model types: {', '.join(BIDIRECTIONAL_SWITCH)}); this one is "
+                               f"{config.model_type!r}")
+    return {switch: True}
+
+
+def attention_of(model: SentenceTransformer) -> str:
+    config = model[0].auto_model.config
+    switch = BIDIRECTIONAL_SWITCH.get(config.model_type)
+    return "bidirectional" if switch and getattr(config, switch, False) else "causal"
+
+
+def keep_config_in_saved_folder(transformer: Transformer, settings: dict) -> None:
+    """Make every save of this module (trainer checkpoints too) record ``settings`` as its config_kwargs.
+
+    A LoRA folder holds no config.json: sentence-transformers rebuilds the config from the base model,
+    and would silently drop a switch set at load time. ``config_kwargs`` in sentence_bert_config.json is
+    what its loader applies on top of that base config, so plain ``SentenceTransformer(path)`` keeps it.
+    """
+    if settings:
+        transformer.config_kwargs = settings
+        transformer.config_keys = [*Transformer.config_keys, "config_kwargs"]
+
+
+def _decoder_embedder(source: str, config, prompt: str | None, pooling: str, attention: str,
+                      trust_remote_code: bool, device: str | None):
     from transformers import AutoTokenizer
 
+    if pooling not in POOLINGS:
+        raise ModelSourceError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    design = attention_config(config, attention)
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     transformer = Transformer(
         source,
@@ -230,16 +282,34 @@ def _decoder_embedder(source: str, prompt: str | None, trust_remote_code: bool, 
             # through our template instead of wrapping it in chat turns.
             "chat_template": embedding_chat_template(tokenizer, resolve_prompt(prompt)),
         },
-        config_kwargs={"trust_remote_code": trust_remote_code},
+        config_kwargs={"trust_remote_code": trust_remote_code, **design},
     )
+    keep_config_in_saved_folder(transformer, design)
     tok = transformer.tokenizer
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token  # padding is masked; the EOS position comes from the mask, not the id
     # Right padding keeps every real token at the position it has when the text is embedded alone, so a
     # sentence's embedding does not depend on its batch (left padding shifts rotary positions).
     tok.padding_side = "right"
-    pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="lasttoken")
-    return SentenceTransformer(modules=[transformer, pooling], device=device, similarity_fn_name="cosine")
+    pooler = Pooling(transformer.get_embedding_dimension(), pooling_mode=pooling)
+    return SentenceTransformer(modules=[transformer, pooler], device=device, similarity_fn_name="cosine")
+
+
+def pooling_of(model: SentenceTransformer) -> str | None:
+    poolers = [m for m in model if isinstance(m, Pooling)]
+    return poolers[0].pooling_mode if poolers else None
+
+
+def _check_saved_design(model: SentenceTransformer, source: str, pooling: str | None, attention: str | None):
+    """A saved embedder is used as it was trained; asking for another design is a mistake, not a switch."""
+    for name, asked, saved in (("pooling", pooling, pooling_of(model)), ("attention", attention,
+                                                                         attention_of(model))):
+        if asked is not None and asked != saved:
+            raise ModelSourceError(f"{source} embeds with {name}={saved}; it cannot be loaded with "
+                                   f"{name}={asked} (that is a different model: train one)")
+    switch = BIDIRECTIONAL_SWITCH.get(model[0].auto_model.config.model_type)
+    if attention_of(model) == "bidirectional":  # re-saving (export, checkpoints) must keep the switch
+        keep_config_in_saved_folder(model[0], {switch: True})
 
 
 def load_embedder(
@@ -247,7 +317,10 @@ def load_embedder(
     *,
     adapter: str | None = None,
     prompt: str | None = None,
+    pooling: str | None = None,
+    attention: str | None = None,
     device: str | None = None,
+    inference: bool = False,
 ) -> SentenceTransformer:
     """Any source cftune knows -> a SentenceTransformer.
 
@@ -257,10 +330,13 @@ def load_embedder(
         prompt: ``none``, ``eol`` or a template with ``{text}``; decoders only. ``None`` keeps a saved
             model's prompt (and means ``none`` for a raw LM).
         device: torch device; sentence-transformers picks one when None.
+        inference: load for speed rather than for training: a LoRA adapter (saved in the folder or given
+            with ``adapter``) is merged into the weights in memory; the folder on disk keeps its adapter.
     """
     source, trust_remote_code = resolve_source(model)
     if is_sentence_transformers_model(source):
         embedder = SentenceTransformer(source, device=device, trust_remote_code=trust_remote_code)
+        _check_saved_design(embedder, model, pooling, attention)
         if prompt is not None:
             set_prompt(embedder, prompt)
     else:
@@ -268,15 +344,44 @@ def load_embedder(
 
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
         if is_decoder(config):
-            embedder = _decoder_embedder(source, prompt, trust_remote_code, device)
+            embedder = _decoder_embedder(source, config, prompt, pooling or "lasttoken", attention or "causal",
+                                         trust_remote_code, device)
         else:
             embedder = SentenceTransformer(source, device=device, trust_remote_code=trust_remote_code)
             set_prompt(embedder, prompt)
+            _check_saved_design(embedder, model, pooling, attention)
     if adapter is not None:
         if not (Path(adapter) / "adapter_config.json").exists():
             raise ModelSourceError(f"{adapter} is not a PEFT adapter folder (no adapter_config.json)")
         embedder.load_adapter(adapter)
+    if inference:
+        merge_lora(embedder)
+        embedder.eval()
     return embedder
+
+
+def merge_lora(model: SentenceTransformer) -> bool:
+    """Fold every LoRA layer into its base weight (W += B A * alpha / r) and drop the adapter.
+
+    Returns whether there was an adapter. An unmerged adapter adds two small matmuls to every adapted
+    layer on every pass: a tuned model with LoRA on all linear layers encoded 2x slower than its base.
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    body = model[0].auto_model
+    if not getattr(body, "peft_config", None):
+        return False
+    for name, module in list(body.named_modules()):
+        if isinstance(module, BaseTunerLayer):
+            module.merge()
+            parent, _, child = name.rpartition(".")
+            setattr(body.get_submodule(parent) if parent else body, child, module.get_base_layer())
+    body._hf_peft_config_loaded = False  # save_pretrained writes full weights again, not an adapter
+    del body.peft_config
+    # transformers re-applies, on save, the key renamings it did on load; those included the adapter's
+    # "base_model.model." prefix, which no longer exists.
+    body._weight_conversions = None
+    return True
 
 
 # --------------------------------------------------------------------------------------------- encoding
@@ -286,11 +391,11 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     """'auto' -> bfloat16 where the hardware runs it fast (CUDA with bf16, CPUs with AVX512-BF16/AMX)."""
     if precision != "auto":
         if precision not in ("float32", "bfloat16"):
-            raise ValueError(f"precision must be auto, float32 or bfloat16, got {precision!r}")
+            raise ConfigError(f"precision must be auto, float32 or bfloat16, got {precision!r}")
         return precision
     if torch.device(device).type == "cuda":
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
-    return "bfloat16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"
+    return "bfloat16" if cpu_has_native_bf16() else "float32"  # emulated bf16 is slower than fp32
 
 
 def autocast(precision: str, device: torch.device | str):

@@ -4,36 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from pathlib import Path
 
-import torch
-
 from cftune.evaluation import StsResult
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            return next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
-
-
-def machine() -> str:
-    """What a measurement ran on; bf16 support matters, since it decides what precision `auto` picks."""
-    bf16 = "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no bf16"
-    return f"{platform.machine()} {cpu_name()}, {os.cpu_count()} cores, {bf16}, torch {torch.__version__}" + (
-        f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
-    )
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside the target, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+from cftune.io import write_atomic
 
 
 def sts_table(result: StsResult) -> str:

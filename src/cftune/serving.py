@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hmac
 import logging
 import os
-import secrets
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -31,6 +32,14 @@ from cftune.models import encode
 log = logging.getLogger(__name__)
 API_KEY_ENV = "CFTUNE_API_KEY"
 OUTPUT_FORMATS = (".npy", ".parquet")
+TEMP_MARK = ".cftune-tmp-"  # temp files are .{output name}.cftune-tmp-{pid}[.ids|.raw]: they say whose they are
+# No real vocabulary averages more than a few characters a token, so a text over 64 characters per allowed token
+# is refused without tokenizing it: tokenizing a 10 MB text to learn that it is too long costs seconds.
+MAX_CHARS_PER_TOKEN = 64
+
+
+class OutputPathError(CftuneError):
+    """An --out that cannot receive the output; found before any model work."""
 
 
 # --------------------------------------------------------------------------------------------- files
@@ -56,6 +65,48 @@ class EmbedSummary:
     seconds: float
 
 
+def check_output_path(out: str | os.PathLike) -> Path:
+    """The output path, if a file can be written there; else OutputPathError (cheap: call it before loading)."""
+    out = Path(out)
+    if out.suffix not in OUTPUT_FORMATS:
+        raise OutputPathError(f"{out}: output must end in {' or '.join(OUTPUT_FORMATS)}")
+    for target in (out, Path(f"{out}.ids.txt")) if out.suffix == ".npy" else (out,):
+        if target.is_dir():
+            raise OutputPathError(f"{target}: is a folder; --out names the file to write")
+    if not out.parent.is_dir():
+        raise OutputPathError(f"{out}: folder {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{out}: folder {out.parent} is not writable")
+    return out
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # someone else's process, or no pid at all: keep its files
+        return True
+    return True
+
+
+def remove_stale_temp_files(out: Path) -> list[Path]:
+    """Delete the temp files a killed run for this same output left behind (their pid is gone).
+
+    Only names this module writes, for this output name, match; a live pid's files are another run's.
+    """
+    if os.name != "posix":  # os.kill(pid, 0) would terminate the process on Windows
+        return []
+    pattern = re.compile(re.escape(f".{out.name}{TEMP_MARK}") + r"(\d+)(\.ids|\.raw)?")
+    removed = []
+    for path in out.parent.iterdir():
+        match = pattern.fullmatch(path.name)
+        if match and path.is_file() and not _pid_alive(int(match[1])):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def embed_file(model: SentenceTransformer, input_path: str | os.PathLike, out: str | os.PathLike, *,
                column: str = "text", id_column: str | None = None, batch_size: int = 32, normalize: bool = False,
                skip_bad_rows: bool = False, precision: str = "auto", chunk_rows: int = 4096,
@@ -67,13 +118,11 @@ def embed_file(model: SentenceTransformer, input_path: str | os.PathLike, out: s
     """
     from tqdm.auto import tqdm
 
-    out = Path(out)
-    if out.suffix not in OUTPUT_FORMATS:
-        raise CftuneError(f"{out}: output must end in {' or '.join(OUTPUT_FORMATS)}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    ids_path, ids_tmp = Path(f"{out}.ids.txt"), out.with_name(f".{out.name}.ids.tmp-{os.getpid()}")
-    raw_tmp = out.with_name(f".{out.name}.raw-{os.getpid()}")
+    out = check_output_path(out)
+    for stale in remove_stale_temp_files(out):
+        log.info("removed %s, left by a run that was killed", stale)
+    tmp = out.with_name(f".{out.name}{TEMP_MARK}{os.getpid()}")
+    ids_path, ids_tmp, raw_tmp = Path(f"{out}.ids.txt"), Path(f"{tmp}.ids"), Path(f"{tmp}.raw")
     skipped: list[str] = []
     rows, dimension, started = 0, 0, time.perf_counter()
     writer = None
@@ -151,17 +200,24 @@ def similarity(model: SentenceTransformer, a: str, b: str, *, precision: str = "
 # --------------------------------------------------------------------------------------------- HTTP
 
 
+class QueueFull(Exception):
+    """More texts are waiting for the encoder than the server accepts (answered 429)."""
+
+
 class Batcher:
     """Gathers the texts of concurrent requests into shared encode calls on one worker thread.
 
-    With ``enabled=False`` every request is encoded on its own (the baseline `serve_load.py` compares with).
+    At most ``max_queue`` texts wait for the encoder; beyond that ``embed`` raises QueueFull at once, so a
+    flood of requests is refused instead of piling up memory and latency. With ``enabled=False`` every request
+    is encoded on its own (the baseline `serve_load.py` compares with).
     """
 
     def __init__(self, model: SentenceTransformer, *, max_batch: int, precision: str, enabled: bool = True,
-                 wait_ms: float = 2.0):
+                 wait_ms: float = 2.0, max_queue: int = 4096):
         self.model, self.max_batch, self.precision, self.enabled = model, max_batch, precision, enabled
-        self.wait = wait_ms / 1000
+        self.wait, self.max_queue = wait_ms / 1000, max_queue
         self.queue: asyncio.Queue | None = None
+        self.waiting = 0  # texts in the queue; changed on the event loop only, so no lock
         self.lock = threading.Lock()  # one encode at a time: torch already uses every core
 
     def _encode(self, texts: list[str]) -> np.ndarray:
@@ -176,27 +232,36 @@ class Batcher:
         self.worker.cancel()
 
     async def embed(self, texts: list[str]) -> np.ndarray:
-        if not self.enabled:
-            return await asyncio.to_thread(self._encode, texts)
+        if self.waiting + len(texts) > self.max_queue:
+            raise QueueFull(f"{self.waiting} texts are waiting to be embedded (at most {self.max_queue}); "
+                            "retry later")
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put((texts, future))
+        self.waiting += len(texts)
+        self.queue.put_nowait((texts, future))
         return await future
+
+    def _take(self, job):
+        self.waiting -= len(job[0])
+        return job
 
     async def _run(self) -> None:
         while True:
-            jobs = [await self.queue.get()]
+            jobs = [self._take(await self.queue.get())]
             size = len(jobs[0][0])
             deadline = time.perf_counter() + self.wait
             # Take what else is waiting, up to max_batch texts; wait a moment for stragglers.
-            while size < self.max_batch:
+            while self.enabled and size < self.max_batch:
                 timeout = deadline - time.perf_counter()
                 try:
                     job = self.queue.get_nowait() if timeout <= 0 else await asyncio.wait_for(self.queue.get(),
                                                                                                 timeout)
                 except (asyncio.QueueEmpty, asyncio.TimeoutError):
                     break
-                jobs.append(job)
+                jobs.append(self._take(job))
                 size += len(job[0])
+            jobs = [job for job in jobs if not job[1].done()]  # nobody waits for a cancelled request's vectors
+            if not jobs:
+                continue
             texts = [t for job_texts, _ in jobs for t in job_texts]
             try:
                 vectors = await asyncio.to_thread(self._encode, texts)
@@ -226,7 +291,13 @@ def token_counter(tokenizer):
     own = Tokenizer.from_str(backend.to_str())
     own.no_padding()
     own.no_truncation()
-    return lambda texts: [len(e.ids) for e in own.encode_batch(texts, add_special_tokens=False)]
+
+    def count(texts: list[str]) -> list[int]:
+        # Tokenizing releases the GIL, but freeing the Encodings holds it: a few texts at a time keep each such
+        # pause short for the event loop (8 MiB of text in one call: a 0.17 s pause).
+        return [len(e) for start in range(0, len(texts), 16)
+                for e in own.encode_batch(texts[start:start + 16], add_special_tokens=False)]
+    return count
 
 
 class EmbeddingRequest(BaseModel):
@@ -240,15 +311,25 @@ class EmbeddingRequest(BaseModel):
 
 
 def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 256, max_tokens: int = 512,
-               api_key: str | None = None, precision: str = "auto", batching: bool = True):
-    """The FastAPI app: /v1/embeddings, /v1/models and /health, OpenAI's request and response shapes."""
+               api_key: str | None = None, precision: str = "auto", batching: bool = True,
+               max_queue: int = 4096, max_request_bytes: int = 8 * 2**20):
+    """The FastAPI app: /v1/embeddings, /v1/models and /health, OpenAI's request and response shapes.
+
+    Nothing slow runs on the event loop (tokenizing and encoding run on threads), so /health and small
+    requests stay fast while big ones are worked on; bodies over ``max_request_bytes`` get a 413 (by
+    Content-Length before reading, else as soon as the streamed body passes the limit), and more than
+    ``max_queue`` waiting texts a 429.
+    """
     from fastapi import FastAPI, Request
+    from fastapi.concurrency import run_in_threadpool
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
+    from starlette.datastructures import Headers
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    batcher = Batcher(model, max_batch=max_batch, precision=precision, enabled=batching)
+    batcher = Batcher(model, max_batch=max_batch, precision=precision, enabled=batching, max_queue=max_queue)
     count_tokens = token_counter(model.tokenizer)
+    max_chars = max_tokens * MAX_CHARS_PER_TOKEN
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -275,11 +356,35 @@ def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 
     async def http_error(request, exc: StarletteHTTPException):
         return error(exc.status_code, str(exc.detail))
 
+    too_large = f"the request body is over {max_request_bytes} bytes"
+
+    def limit_body(inner):
+        """413 for a body over max_request_bytes, read no further: by its Content-Length before reading, else
+        as it streams in. (FastAPI's own max_body_size answers a Content-Length in plain text, not OpenAI's JSON.)"""
+        async def limited(scope, receive, send):
+            length = Headers(scope=scope).get("content-length", "") if scope["type"] == "http" else ""
+            if length.isdigit() and int(length) > max_request_bytes:
+                return await error(413, too_large)(scope, receive, send)
+            seen = 0
+
+            async def counting_receive():
+                nonlocal seen
+                message = await receive()
+                seen += len(message.get("body", b""))
+                if seen > max_request_bytes:
+                    raise StarletteHTTPException(413, too_large)  # FastAPI passes it on to http_error
+                return message
+            return await inner(scope, counting_receive, send)
+        return limited
+
+    app.add_middleware(limit_body)
+
     @app.middleware("http")
     async def check_api_key(request: Request, call_next):
         if api_key is not None:
-            given = request.headers.get("authorization", "")
-            if not secrets.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            # The scheme name is case-insensitive (RFC 9110); the key is compared exactly, in constant time.
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), api_key.encode()):
                 return error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
                              kind="authentication_error")
         return await call_next(request)
@@ -307,13 +412,25 @@ def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 
             return error(400, "input must not be empty", "input")
         if len(texts) > max_batch:
             return error(400, f"input has {len(texts)} items; at most {max_batch} per request", "input")
-        counts = count_tokens(texts)
-        for i, (text, count) in enumerate(zip(texts, counts)):
+        for i, text in enumerate(texts):
             if not text.strip():
                 return error(400, f"input[{i}] is empty", "input")
+            if len(text) > max_chars:
+                return error(400, f"input[{i}] has {len(text)} characters; at most {max_chars} "
+                                  f"({MAX_CHARS_PER_TOKEN} per token of --max-tokens {max_tokens})", "input")
+            try:
+                text.encode("utf-8")  # JSON's "\ud800" escapes decode to lone surrogates, which no tokenizer takes
+            except UnicodeEncodeError as err:
+                return error(400, f"input[{i}] is not valid Unicode text ({err.reason} at character {err.start})",
+                             "input")
+        counts = await run_in_threadpool(count_tokens, texts)  # seconds for long texts: off the event loop
+        for i, count in enumerate(counts):
             if count > max_tokens:
                 return error(400, f"input[{i}] has {count} tokens; at most {max_tokens}", "input")
-        vectors = await batcher.embed(texts)
+        try:
+            vectors = await batcher.embed(texts)
+        except QueueFull as err:
+            return error(429, str(err), kind="rate_limit_error")
         data = []
         for i, vector in enumerate(vectors):  # float32 already: encode returns float32
             payload = base64.b64encode(vector.tobytes()).decode() if body.encoding_format == "base64" \

@@ -6,7 +6,7 @@ the paper), the no-duplicates batch sampler, EmbeddingSimilarityEvaluator on STS
 What we add: the recipe -> trainer mapping, a JSON-lines log with a PNG curve, and the run folder layout:
 
     runs/NAME/config.yaml        the resolved recipe
-    runs/NAME/checkpoints/       trainer checkpoints (resume from the last one)
+    runs/NAME/checkpoints/       trainer checkpoints (--resume continues from the last complete one)
     runs/NAME/train_log.jsonl    one JSON object per logged step (loss, lr, dev Spearman)
     runs/NAME/training_curve.png loss and dev Spearman over steps
     runs/NAME/                   the best model: a sentence-transformers folder with the LoRA adapter
@@ -16,18 +16,23 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import shutil
 import time
+import zipfile
 from pathlib import Path
 
 import torch
 import yaml
 from transformers import TrainerCallback
 
-from cftune.config import ConfigError, TrainConfig, config_to_dict
+from cftune.config import ConfigError, TrainConfig, check_same_config, config_to_dict, validate
 from cftune.data import load_sts_dev, load_training_data
-from cftune.models import load_embedder, resolve_precision
-from cftune.reports import machine, plot_training_curve, write_atomic
+from cftune.io import replace_folder_atomically, write_atomic
+from cftune.models import load_embedder, merge_lora, resolve_precision
+from cftune.io import machine
+from cftune.reports import plot_training_curve
 
 log = logging.getLogger(__name__)
 DEV_NAME = "sts-dev"
@@ -72,6 +77,19 @@ def add_lora(model, config: TrainConfig) -> None:
                                  target_modules=targets))
 
 
+def freeze_token_embeddings(model) -> None:
+    """Full fine-tuning of the body: every weight trains except the token embeddings.
+
+    The embedding table is most of a small LM (168M of Gemma 3 270M's 268M parameters, for its 262k-token
+    vocabulary); a few thousand sentences touch a sliver of its rows, and freezing it saves its gradient and
+    its two AdamW moments.
+    """
+    body = model[0].auto_model
+    for parameter in body.parameters():
+        parameter.requires_grad = True
+    body.get_input_embeddings().weight.requires_grad = False
+
+
 class JsonLogCallback(TrainerCallback):
     """Appends each trainer log (loss, lr, dev Spearman) to train_log.jsonl, one JSON object a line."""
 
@@ -84,9 +102,95 @@ class JsonLogCallback(TrainerCallback):
                 handle.write(json.dumps({"step": state.global_step, **logs}) + "\n")
 
 
-def last_checkpoint(out: Path) -> str | None:
-    checkpoints = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(checkpoints[-1]) if checkpoints else None
+CHECKPOINT = re.compile(r"checkpoint-(\d+)")  # the trainer's folder names under OUT/checkpoints
+
+
+def checkpoints(out: Path) -> list[Path]:
+    """The trainer's checkpoint-N folders of a run, oldest first."""
+    found = [(int(m[1]), p) for p in (out / "checkpoints").glob("checkpoint-*")
+             if p.is_dir() and (m := CHECKPOINT.fullmatch(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why a trainer checkpoint cannot be resumed from, or None when it is complete.
+
+    The trainer writes straight into checkpoint-N: weights, optimizer, scheduler, RNG state, and
+    trainer_state.json last; a kill in between (or while it deletes an old checkpoint) leaves a folder that
+    makes every later resume fail. A file cut short fails its format's own end check.
+    """
+    try:
+        json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))["log_history"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "no readable trainer_state.json"
+    from safetensors import SafetensorError, safe_open
+
+    weights = sorted(folder.glob("*.safetensors"))
+    for path in weights:
+        try:
+            with safe_open(str(path), "pt"):  # checks that the data covers what the header promises
+                pass
+        except (OSError, SafetensorError):
+            return f"{path.name} is cut short"
+    if not weights:
+        return "no model weights"
+    for name in ("optimizer.pt", "scheduler.pt"):
+        if not (folder / name).is_file():
+            return f"no {name}"
+    for path in [*folder.glob("*.pt"), *folder.glob("*.pth")]:
+        if not zipfile.is_zipfile(path):  # torch.save writes a zip; a cut one has no central directory
+            return f"{path.name} is cut short"
+    return None
+
+
+def last_complete_checkpoint(out: Path, max_steps: int) -> Path | None:
+    """The newest checkpoint a resume can use; incomplete ones (a kill while writing) are deleted.
+
+    Only checkpoint-N folders under OUT/checkpoints are touched: the trainer of this run wrote them (the
+    caller has checked that the folder's config.yaml is this run's). The checkpoint of the last step is not
+    used: resumed there, transformers trains one step too many unless that step ends an epoch (it looks for
+    the end only after a step), so a run killed during its final save redoes its last few steps instead.
+    """
+    usable = []
+    for folder in checkpoints(out):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            usable += [folder] if int(CHECKPOINT.fullmatch(folder.name)[1]) < max_steps else []
+            continue
+        log.warning("skipping checkpoint %s: %s (written when the run was stopped); deleting it", folder, problem)
+        if int(os.environ.get("RANK", "0")) == 0:  # with torchrun, one process deletes
+            shutil.rmtree(folder, ignore_errors=True)
+    return usable[-1] if usable else None
+
+
+def check_run_folder(out: Path, config: TrainConfig, resume: bool) -> None:
+    """A run folder belongs to one configuration, and its checkpoints are continued only with --resume.
+
+    What is protected is a run's work: its checkpoints and its trained model. A folder without either
+    (new, or a start that failed before training) may be started over with other settings. Nothing is
+    deleted here: starting over from checkpoints is the user's ``rm -r OUT/checkpoints``.
+    """
+    has_checkpoints, finished = bool(checkpoints(out)), (out / "train_summary.json").exists()
+    if not (has_checkpoints or finished):
+        return
+    if not (out / "config.yaml").exists():
+        raise ConfigError(f"{out} holds checkpoints or a model of an unknown run (no config.yaml); "
+                          "choose another --out")
+    check_same_config(out, config)
+    if has_checkpoints and not resume:
+        raise ConfigError(f"{out} holds checkpoints of an earlier run with these settings; add --resume to "
+                          f"continue it, or delete {out / 'checkpoints'} to start over")
+
+
+def cut_log(log_path: Path, checkpoint: Path) -> None:
+    """Rewrite train_log.jsonl as it was when ``checkpoint`` was saved, so resumed steps are logged once.
+
+    The checkpoint's trainer state holds every log entry up to it (the same dicts JsonLogCallback wrote).
+    """
+    history = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))["log_history"]
+    write_atomic(log_path, "".join(json.dumps({"step": entry["step"], **{k: v for k, v in entry.items()
+                                                                         if k != "step"}}) + "\n"
+                                   for entry in history))
 
 
 def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbacks: tuple = ()) -> Path:
@@ -99,19 +203,19 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
     from sentence_transformers.base.sampler import BatchSamplers
     from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
 
+    validate(config)  # load_config did, but a TrainConfig may also be built in Python
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    resume_from = last_checkpoint(out) if resume else None
-    if resume and resume_from is None:
+    check_run_folder(out, config, resume)
+    checkpoint = last_complete_checkpoint(out, config.max_steps) if resume else None
+    if resume and checkpoint is None:
         log.warning("--resume: no checkpoint in %s, starting from scratch", out / "checkpoints")
-    if not resume_from:
+    resume_from = str(checkpoint) if checkpoint else None
+    if checkpoint:
+        cut_log(out / "train_log.jsonl", checkpoint)
+    else:
         (out / "train_log.jsonl").unlink(missing_ok=True)
     write_atomic(out / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
-
-    torch.manual_seed(config.seed)
-    model = load_embedder(config.model, prompt=config.prompt)
-    model.max_seq_length = config.max_length
-    add_lora(model, config)
 
     triplets = load_training_data(config.data, config.data_dir, skip_bad_rows=config.skip_bad_rows,
                                   max_rows=config.max_rows)
@@ -122,7 +226,21 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
     if not config.hard_negatives:
         columns.pop("negative", None)
     train_dataset = datasets.Dataset.from_dict(columns)
+    # every process needs a full batch (the last partial one is dropped): fewer rows would train nothing
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if len(train_dataset) < config.batch_size * world_size:
+        raise ConfigError(f"{triplets.source}: {len(train_dataset)} usable rows (after max_rows and skipped bad "
+                          f"rows), fewer than one batch: batch_size={config.batch_size}"
+                          + (f" x {world_size} processes" if world_size > 1 else ""))
     log.info("training on %d rows of %s (columns %s)", len(train_dataset), triplets.source, list(columns))
+
+    torch.manual_seed(config.seed)
+    model = load_embedder(config.model, prompt=config.prompt, pooling=config.pooling, attention=config.attention)
+    model.max_seq_length = config.max_length
+    if config.finetune == "full":
+        freeze_token_embeddings(model)
+    else:
+        add_lora(model, config)
 
     evaluator = None
     if config.eval_steps > 0:  # short runs (ablations) skip the dev set and keep the last step
@@ -178,33 +296,38 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
     return out
 
 
-def merge_lora(body) -> None:
-    """Fold every LoRA layer into its base weight (W += B A * alpha / r) and drop the adapter."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    for name, module in list(body.named_modules()):
-        if isinstance(module, BaseTunerLayer):
-            module.merge()
-            parent, _, child = name.rpartition(".")
-            setattr(body.get_submodule(parent) if parent else body, child, module.get_base_layer())
-    body._hf_peft_config_loaded = False  # save_pretrained writes full weights again, not an adapter
-    del body.peft_config
-    # transformers re-applies, on save, the key renamings it did on load; those included the adapter's
-    # "base_model.model." prefix, which no longer exists.
-    body._weight_conversions = None
+EXPORT_MARK = "cftune_export.json"  # written into every export: what lets a later export replace it
 
 
-def export(run: str | Path, out: str | Path, *, merge: bool = False) -> Path:
-    """A trained run -> a standalone sentence-transformers folder (adapter kept, or merged into the weights)."""
+def check_export_target(run: Path, out: Path, overwrite: bool) -> None:
+    """Export never deletes what it did not write: --out is new, empty, or an earlier export (--overwrite
+    for anything else), and never the folder we work in, the run, or a folder holding either."""
+    target = out.resolve()
+    for what, inside in (("the current folder", Path.cwd().resolve()), (f"the run {run}", run.resolve())):
+        if inside == target or target in inside.parents:
+            raise ConfigError(f"--out {out} would replace {what}; choose another --out")
+    if not (out.exists() or out.is_symlink()) or overwrite or (out / EXPORT_MARK).is_file():
+        return
+    if out.is_dir() and not any(out.iterdir()):
+        return
+    raise ConfigError(f"--out {out} exists and is not a cftune export (no {EXPORT_MARK}); choose another "
+                      "--out, or add --overwrite to replace it")
+
+
+def export(run: str | Path, out: str | Path, *, merge: bool = False, overwrite: bool = False) -> Path:
+    """A trained run -> a standalone sentence-transformers folder (adapter kept, or merged into the weights).
+
+    The folder is written beside ``out`` and swapped in, so an interrupted export leaves ``out`` as it was.
+    """
+    run, out = Path(run), Path(out)
+    check_export_target(run, out, overwrite)  # before the model loads
     model = load_embedder(str(run))
     if merge:
-        if not getattr(model[0].auto_model, "peft_config", None):
+        if not merge_lora(model):
             raise ConfigError(f"{run} has no LoRA adapter to merge")
-        merge_lora(model[0].auto_model)
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save(str(tmp))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.replace(out)  # atomic: an interrupted export leaves no half-written model folder
-    return out
+
+    def write(folder: Path) -> None:
+        model.save(str(folder))
+        write_atomic(folder / EXPORT_MARK, json.dumps({"run": str(run.resolve()), "merged": merge}) + "\n")
+
+    return replace_folder_atomically(out, write)

@@ -1,0 +1,94 @@
+"""The embedder's design as settings: pooling, attention and fine-tuning scope, each kept by a saved folder."""
+
+import numpy as np
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer
+
+from cftune import ModelSourceError, encode, load_embedder
+from cftune.config import load_config
+from cftune.models import attention_of, pooling_of
+from cftune.training import add_lora, freeze_token_embeddings
+from conftest import CORPUS
+
+TEXTS = ["Hi.", CORPUS[1], CORPUS[4], "A cat sleeps."]  # different lengths: the batch is padded
+
+
+def first_token_state(embedder, text: str) -> torch.Tensor:
+    """Last-layer hidden state of the first real token (BOS) of ``text``, run alone."""
+    features = embedder.preprocess([text])
+    with torch.no_grad():
+        return embedder[0](features)["token_embeddings"][0, 0]
+
+
+@pytest.mark.parametrize("attention", ["causal", "bidirectional"])
+def test_only_bidirectional_attention_lets_the_first_token_see_later_ones(tiny_models, attention):
+    embedder = load_embedder(str(tiny_models["gemma3_text"]), attention=attention)
+    assert attention_of(embedder) == attention
+    one, other = first_token_state(embedder, "A man plays a guitar."), first_token_state(embedder, "A man plays a drum.")
+    changed = not torch.allclose(one, other, atol=1e-6)
+    assert changed == (attention == "bidirectional")
+
+
+@pytest.mark.parametrize("pooling", ["lasttoken", "mean", "weightedmean"])
+@pytest.mark.parametrize("attention", ["causal", "bidirectional"])
+def test_design_is_batch_independent_and_survives_save(tiny_models, tmp_path, pooling, attention):
+    embedder = load_embedder(str(tiny_models["gemma3_text"]), prompt="eol", pooling=pooling, attention=attention)
+    batch = encode(embedder, TEXTS, batch_size=len(TEXTS), precision="float32").numpy()
+    for i, text in enumerate(TEXTS):
+        alone = encode(embedder, [text], precision="float32").numpy()[0]
+        np.testing.assert_allclose(batch[i], alone, atol=1e-5, rtol=0)
+
+    embedder.save(str(tmp_path / "saved"))
+    plain = SentenceTransformer(str(tmp_path / "saved"), device="cpu")
+    np.testing.assert_allclose(plain.encode(TEXTS, convert_to_numpy=True), batch, atol=1e-5, rtol=0)
+    reloaded = load_embedder(str(tmp_path / "saved"))
+    assert (pooling_of(reloaded), attention_of(reloaded)) == (pooling, attention)
+
+
+def test_mean_pooling_is_the_mean_of_token_states(tiny_models):
+    embedder = load_embedder(str(tiny_models["gemma3_text"]), pooling="mean")
+    features = embedder.preprocess([TEXTS[1]])
+    with torch.no_grad():
+        states = embedder[0](features)["token_embeddings"][0]
+    np.testing.assert_allclose(encode(embedder, [TEXTS[1]], precision="float32")[0].numpy(),
+                               states.mean(0).numpy(), atol=1e-6, rtol=0)
+
+
+def test_lora_folder_keeps_bidirectional_attention(tiny_models, tmp_path):
+    """A LoRA folder has no config.json: the switch must come back from sentence_bert_config.json."""
+    embedder = load_embedder(str(tiny_models["gemma3_text"]), attention="bidirectional", pooling="mean")
+    add_lora(embedder, load_config(overrides={"lora.dropout": 0.0}))
+    with torch.no_grad():  # LoRA starts as a no-op (B = 0); make it do something
+        for name, parameter in embedder.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.5)
+    ours = encode(embedder, TEXTS, precision="float32").numpy()
+    embedder.save(str(tmp_path / "run"))
+    assert (tmp_path / "run" / "adapter_config.json").exists() and not (tmp_path / "run" / "config.json").exists()
+    plain = SentenceTransformer(str(tmp_path / "run"), device="cpu")
+    assert attention_of(plain) == "bidirectional"
+    np.testing.assert_allclose(plain.encode(TEXTS, convert_to_numpy=True), ours, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "phi"])
+def test_bidirectional_attention_is_refused_where_there_is_no_switch(tiny_models, arch):
+    with pytest.raises(ModelSourceError, match="gemma3_text"):
+        load_embedder(str(tiny_models[arch]), attention="bidirectional")
+
+
+def test_a_saved_embedder_cannot_be_loaded_with_another_design(tiny_models, tmp_path):
+    load_embedder(str(tiny_models["gemma3_text"]), pooling="mean").save(str(tmp_path / "saved"))
+    with pytest.raises(ModelSourceError, match="pooling=mean"):
+        load_embedder(str(tmp_path / "saved"), pooling="lasttoken")
+    with pytest.raises(ModelSourceError, match="pooling must be one of"):
+        load_embedder(str(tiny_models["gemma3_text"]), pooling="max-ish")
+
+
+def test_full_fine_tuning_trains_the_body_but_not_the_token_embeddings(tiny_models):
+    embedder = load_embedder(str(tiny_models["gemma3_text"]))
+    freeze_token_embeddings(embedder)
+    trainable = {name for name, p in embedder.named_parameters() if p.requires_grad}
+    frozen = {name for name, p in embedder.named_parameters() if not p.requires_grad}
+    assert frozen == {name for name in frozen if "embed_tokens" in name} and frozen
+    assert any("q_proj" in name for name in trainable) and any("mlp" in name for name in trainable)

@@ -1,0 +1,231 @@
+"""Nothing lost, nothing stuck: export, checkpoints, resume, settings and the CLI's error boundary."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from cftune import cli, load_embedder, training
+from cftune.cli import main
+from cftune.config import ConfigError, check_same_config, config_to_dict, load_config
+from cftune.errors import ModelSourceError
+from cftune.models import resolve_precision, resolve_source
+from cftune.training import EXPORT_MARK, checkpoint_problem, export, train
+
+QUICK = {"batch_size": 8, "max_steps": 12, "warmup_steps": 2, "learning_rate": 1e-3, "eval_steps": 0,
+         "save_steps": 4, "logging_steps": 1, "precision": "float32", "lora.dropout": 0.0}
+
+
+def tiny_config(tiny_models, nli_dir, **settings):
+    return load_config(overrides={"model": str(tiny_models["llama"]), "data_dir": str(nli_dir), **QUICK,
+                                  **settings})
+
+
+def log_rows(run):
+    return [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+
+
+# --------------------------------------------------------------------------------------------- export
+
+
+@pytest.fixture
+def saved_model(tiny_models, tmp_path):
+    run = tmp_path / "run"
+    load_embedder(str(tiny_models["llama"])).save(str(run))
+    return run
+
+
+def test_export_never_deletes_what_it_did_not_write(saved_model, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "models" / "mine"
+    out.mkdir(parents=True)
+    (out / "thesis.tex").write_text("years of work")
+    assert main(["export", str(saved_model), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "is not a cftune export" in error and "--overwrite" in error
+    assert (out / "thesis.tex").read_text() == "years of work"
+
+    for target in (tmp_path, saved_model):  # a parent of the run, the run itself: refused even with --overwrite
+        with pytest.raises(ConfigError, match="would replace the run"):
+            export(saved_model, target, overwrite=True)
+    monkeypatch.chdir(out)
+    with pytest.raises(ConfigError, match="would replace the current folder"):
+        export(saved_model, tmp_path / "models", overwrite=True)
+    monkeypatch.chdir(tmp_path)
+    assert (out / "thesis.tex").exists()
+
+    empty = tmp_path / "models" / "empty"
+    empty.mkdir()
+    assert (export(saved_model, empty) / EXPORT_MARK).is_file()  # an empty folder holds nothing to lose
+
+    export(saved_model, out, overwrite=True)  # asked for: replaced
+    assert not (out / "thesis.tex").exists() and (out / "modules.json").exists()
+    first = (out / EXPORT_MARK).stat().st_ino
+
+    def killed_while_saving(self, path, *args, **kwargs):
+        (Path(path) / "half.bin").write_bytes(b"\0" * 10)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("sentence_transformers.SentenceTransformer.save", killed_while_saving)
+    with pytest.raises(KeyboardInterrupt):
+        export(saved_model, out)
+    assert (out / EXPORT_MARK).stat().st_ino == first and not (out / "half.bin").exists()  # old one intact
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+
+    export(saved_model, out)  # an earlier export is replaced without --overwrite
+    assert (out / EXPORT_MARK).stat().st_ino != first
+    assert sorted(p.name for p in out.parent.iterdir()) == ["empty", "mine"]  # no temporary folder left
+
+
+# --------------------------------------------------------------------------------------------- checkpoints
+
+
+def test_checkpoint_problem_names_what_a_kill_cut_short(tiny_models, nli_dir, tmp_path):
+    run = train(tiny_config(tiny_models, nli_dir, max_steps=4), tmp_path / "run")
+    good = run / "checkpoints" / "checkpoint-4"
+    assert checkpoint_problem(good) is None
+    for name, expected in [("trainer_state.json", "trainer_state"), ("adapter_model.safetensors", "cut short"),
+                           ("optimizer.pt", "cut short"), ("scheduler.pt", "cut short"),
+                           ("rng_state.pth", "cut short")]:
+        broken = tmp_path / f"broken-{name}"
+        shutil.copytree(good, broken)
+        with open(broken / name, "r+b") as handle:  # a write stopped half-way
+            handle.truncate(handle.seek(0, 2) // 2)
+        assert expected in checkpoint_problem(broken), name
+    (broken / "scheduler.pt").unlink()
+    shutil.copy(good / "rng_state.pth", broken / "rng_state.pth")
+    assert checkpoint_problem(broken) == "no scheduler.pt"
+
+
+def test_resume_skips_an_incomplete_checkpoint_and_logs_each_step_once(tiny_models, nli_dir, tmp_path,
+                                                                        monkeypatch):
+    config = tiny_config(tiny_models, nli_dir)
+    straight = train(config, tmp_path / "straight")
+
+    class Killed(Exception):
+        pass
+
+    def die_after_step_10(self, args, state, control, **kwargs):
+        if state.global_step == 10:  # checkpoint-8 is on disk, steps 9 and 10 are logged, then kill -9
+            raise Killed
+
+    monkeypatch.setattr(training.JsonLogCallback, "on_step_end", die_after_step_10, raising=False)
+    run = tmp_path / "killed"
+    with pytest.raises(Killed):
+        train(config, run)
+    monkeypatch.undo()
+    # the kill came while checkpoint-8 was being written: its trainer state never made it to disk
+    (run / "checkpoints" / "checkpoint-8" / "trainer_state.json").unlink()
+    train(config, run, resume=True)
+
+    assert json.loads((run / "train_summary.json").read_text())["resumed_from"].endswith("checkpoint-4")
+    expected, resumed = load_file(straight / "adapter_model.safetensors"), load_file(run / "adapter_model.safetensors")
+    for key in expected:
+        torch.testing.assert_close(resumed[key], expected[key], atol=1e-6, rtol=0)
+    # every logged step once, with the uninterrupted run's values; aside: times, and the trainer's closing
+    # train_loss, an average over the steps of the last invocation only
+    timeless = [{k: v for k, v in row.items() if "runtime" not in k and "per_second" not in k
+                 and k != "train_loss"} for row in log_rows(run)]
+    assert [row["step"] for row in timeless] == [row["step"] for row in log_rows(straight)]
+    for got, want in zip(timeless, log_rows(straight)):
+        assert got == pytest.approx({k: v for k, v in want.items() if k in got}) and got.keys() <= want.keys()
+
+
+def test_train_refuses_to_mix_with_another_runs_checkpoints(tiny_models, nli_dir, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    (run / "checkpoints" / "checkpoint-4").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(tiny_config(tiny_models, nli_dir))))
+    monkeypatch.setattr(training, "load_embedder", lambda *a, **k: pytest.fail("refuse before loading"))
+
+    with pytest.raises(ConfigError, match=r"other settings .*learning_rate: 0\.002 asked, 0\.001 there"):
+        train(tiny_config(tiny_models, nli_dir, learning_rate=2e-3), run, resume=True)
+    with pytest.raises(ConfigError, match="add --resume"):  # same settings: continue only when asked
+        train(tiny_config(tiny_models, nli_dir), run)
+    (run / "config.yaml").unlink()
+    with pytest.raises(ConfigError, match="unknown run"):
+        train(tiny_config(tiny_models, nli_dir), run, resume=True)
+    assert (run / "checkpoints" / "checkpoint-4").is_dir()  # and nothing was deleted
+
+    # logging is bookkeeping: a run may be continued with another logging_steps, not with another seed
+    (run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(tiny_config(tiny_models, nli_dir))))
+    check_same_config(run, tiny_config(tiny_models, nli_dir, logging_steps=5))
+    with pytest.raises(ConfigError, match="seed"):
+        check_same_config(run, tiny_config(tiny_models, nli_dir, seed=1))
+
+
+# --------------------------------------------------------------------------------------------- settings
+
+
+@pytest.mark.parametrize("setting", [
+    "max_steps=-5", "max_steps=0", "batch_size=0", "learning_rate=0", "learning_rate=nan", "temperature=0",
+    "lora.r=0", "lora.alpha=0", "lora.dropout=1", "lora.dropout=-0.1", "precision=fp16", "prompt=Query:",
+    "prompt={text} and {text}", "max_rows=0", "warmup_steps=-1", "mini_batch_size=0", "eval_steps=-1",
+    "save_steps=0", "logging_steps=0", "max_length=0", "weight_decay=-1", "hardness=-1", "temperature=inf",
+])
+def test_bad_settings_are_refused_when_loaded_naming_the_field(setting):
+    name = setting.partition("=")[0]
+    with pytest.raises(ConfigError, match=rf"^{name}: must be "):
+        load_config(overrides=[setting])
+
+
+def test_recipe_errors_name_the_file_and_the_field(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    for text, message in [("lora: 5\n", "lora: expected a mapping"), ("temperature: 0\n", "temperature: must be > 0"),
+                          ("max_steps: 2.5\n", "max_steps: expected int"), ("max_steps: true\n", "expected int"),
+                          ("lora:\n  r: 0\n", "lora.r: must be >= 1"), ("lora:\n  rank: 4\n", "unknown setting"),
+                          ("eval_steps: 3\nsave_steps: 4\n", "save_steps: must be a multiple of eval_steps")]:
+        recipe.write_text(text)
+        with pytest.raises(ConfigError, match=rf"^{recipe}: .*{message}"):
+            load_config(recipe)
+    recipe.write_text("temperature: 0\n")
+    assert load_config(recipe, ["temperature=0.1"]).temperature == 0.1  # fixed by --set: not the file's fault
+    with pytest.raises(ConfigError, match="^lora: expected a mapping"):
+        load_config(overrides=["lora=5"])
+
+
+def test_ablate_refuses_a_negative_budget_and_unknown_tasks_before_any_work(capsys):
+    assert main(["ablate", "--grid", "lr=1e-4,1e-3", "--steps", "-2", "--out", "unused"]) == 2
+    assert "--steps must be >= 1, got -2" in capsys.readouterr().err
+    assert main(["ablate", "--grid", "lr=1e-4,1e-3", "--steps", "2", "--tasks", "STS99", "--out", "unused"]) == 2
+    assert "--tasks: unknown STS task 'STS99'" in capsys.readouterr().err
+
+
+def test_fewer_rows_than_a_batch_stop_before_the_model_loads(tiny_models, nli_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(training, "load_embedder", lambda *a, **k: pytest.fail("the model loaded first"))
+    with pytest.raises(ConfigError, match=r"3 usable rows .* fewer than one batch: batch_size=8"):
+        train(tiny_config(tiny_models, nli_dir, max_rows=3), tmp_path / "run")
+
+
+# --------------------------------------------------------------------------------------------- CLI errors
+
+
+def test_cli_prints_one_line_for_our_errors_and_lets_bugs_through(tiny_models, sts_dir, monkeypatch, capsys):
+    assert main(["eval", "--model", "gemma3-27m"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "unknown model 'gemma3-27m'" in error and "did you mean gemma3-270m" in error
+    assert resolve_source("some-org/some-model") == ("some-org/some-model", False)  # hub ids still go to the hub
+
+    argv = ["eval", "--model", str(tiny_models["llama"]), "--data-dir", str(sts_dir), "--precision", "float32"]
+    with monkeypatch.context() as patch:
+        patch.setattr(cli, "load_model", lambda args: pytest.fail("a task name is checked before the model loads"))
+        assert main([*argv, "--tasks", "STS12,STS99"]) == 2
+    assert capsys.readouterr().err.strip().endswith("--tasks: unknown STS task 'STS99'; known: " + ", ".join(
+        ["STS12", "STS13", "STS14", "STS15", "STS16", "STS17", "STSBenchmark", "BIOSSES", "SICK-R", "STSBenchmark.dev"]))
+    with pytest.raises(ConfigError, match="precision must be"):
+        resolve_precision("fp16", "cpu")
+
+    def bug(args):
+        raise ValueError("a bug, not a user's mistake")
+
+    monkeypatch.setattr(cli, "_eval", bug)
+    with pytest.raises(ValueError, match="a bug"):
+        main(argv)
+
+
+def test_an_unknown_alias_without_a_close_one_lists_the_aliases():
+    with pytest.raises(ModelSourceError, match=r"^unknown model 'llama9': .*\(aliases: gemma3-270m, "):
+        resolve_source("llama9")
