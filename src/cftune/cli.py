@@ -102,9 +102,16 @@ def _serve(args: argparse.Namespace) -> None:
           max_request_bytes=args.max_request_bytes)
 
 
+def _doctor(args: argparse.Namespace) -> None:
+    from cftune.doctor import doctor
+
+    doctor(data_dir=args.data_dir, device=args.device, run_benchmark=args.benchmark)
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model and what goes with it, the same for every command that loads one embedder."""
-    from cftune.models import ALIASES, ATTENTIONS, DEFAULT_MODEL, POOLINGS
+    from cftune.aliases import ALIASES, DEFAULT_MODEL  # light modules: --help must not import torch
+    from cftune.config import ATTENTIONS, POOLINGS
 
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"alias ({', '.join(ALIASES)}), hub id, HF folder, .gguf file, sentence-transformers "
@@ -130,6 +137,8 @@ def load_model(args: argparse.Namespace):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from cftune.config import recipe_names
+
     parser = argparse.ArgumentParser(prog="cftune", description="Contrastive fine-tuning of small LMs into "
                                      "text embedders, and their STS evaluation.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -146,8 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = commands.add_parser("train", help="LoRA + InfoNCE fine-tuning on triplets",
                              description="Fine-tune a model into an embedder (recipe file, flags and --set).")
-    tr.add_argument("--config", help="recipe: a YAML file or a shipped recipe's name (cpu-gemma3-270m, "
-                                     "paper-minicpm-2b, paper-gemma-2b, paper-phi-2)")
+    tr.add_argument("--config", help="recipe: a YAML file or a shipped recipe's name "
+                                     f"({', '.join(recipe_names())})")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a recipe setting, e.g. --set lora.r=16 (repeatable)")
     tr.add_argument("--model", help="model to fine-tune (any --model of eval)")
@@ -248,6 +257,16 @@ def build_parser() -> argparse.ArgumentParser:
                                       "else no key)")
     sv.add_argument("--no-batching", action="store_true", help="encode each request alone (for comparison)")
     sv.set_defaults(run=_serve)
+
+    dr = commands.add_parser("doctor", help="versions, hardware, precision, data and models found here",
+                             description="Print what this machine has and what cftune will use on it; with "
+                                         "--benchmark, estimate an STS pass and a training step from a few passes "
+                                         "of a random-weight Gemma 3 270M body (nothing downloaded).")
+    dr.add_argument("--data-dir", help="data folder to check (default: $CFTUNE_DATA_DIR)")
+    dr.add_argument("--device", help="cpu, cuda, ... (default: best available)")
+    dr.add_argument("--benchmark", action="store_true",
+                    help="time a Gemma 3 270M-shaped body and extrapolate an STS pass and a training step")
+    dr.set_defaults(run=_doctor)
     return parser
 
 

@@ -110,7 +110,7 @@ def _apply(obj, key: str, value, prefix: str = "") -> list[str]:
 
 
 def _prompt_ok(prompt: str) -> bool:
-    from cftune.models import PROMPTS  # the prompt names live with the embedder code
+    from cftune.aliases import PROMPTS  # the prompt names, without importing torch
 
     return prompt in PROMPTS or prompt.count("{text}") == 1
 

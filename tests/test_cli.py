@@ -1,0 +1,104 @@
+"""The command line answers --help and argument errors without importing torch; `cftune doctor`."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cftune.cli import build_parser, main
+
+HEAVY = ("torch", "transformers", "sentence_transformers")
+
+# Parses argv in a fresh interpreter, then prints the exit code and which heavy packages were imported.
+PROBE = """
+import sys
+from cftune.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exit:
+    code = exit.code
+print("EXIT", code)
+print("HEAVY", ",".join(m for m in {heavy!r} if m in sys.modules))
+"""
+
+
+def probe(*argv: str) -> tuple[int, list[str], str]:
+    """(exit code, heavy modules imported, stderr) of `cftune ARGV` run in a fresh process."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY), *argv], capture_output=True,
+                          text=True, timeout=60, env=env)
+    lines = dict(line.split(" ", 1) if " " in line else (line, "") for line in done.stdout.splitlines()
+                 if line.startswith(("EXIT", "HEAVY")))
+    assert "EXIT" in lines, done.stderr
+    return int(lines["EXIT"]), [m for m in lines["HEAVY"].split(",") if m], done.stderr
+
+
+COMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)
+
+
+@pytest.mark.parametrize("argv", [["--help"]] + [[command, "--help"] for command in COMMANDS],
+                         ids=lambda argv: " ".join(argv))
+def test_help_imports_no_heavy_package(argv):
+    code, heavy, _ = probe(*argv)
+    assert code == 0
+    assert heavy == [], f"cftune {' '.join(argv)} imported {heavy}"
+
+
+@pytest.mark.parametrize("argv", [["eval", "--no-such-flag"], ["train"], ["serve", "--port", "99999"],
+                                  ["no-such-command"]], ids=lambda argv: " ".join(argv))
+def test_argument_error_exits_2_without_heavy_imports(argv):
+    code, heavy, stderr = probe(*argv)
+    assert code == 2
+    assert "error:" in stderr
+    assert heavy == [], f"cftune {' '.join(argv)} imported {heavy}"
+
+
+def test_train_help_lists_the_shipped_recipes(capsys, monkeypatch):
+    from cftune.config import recipe_names
+
+    monkeypatch.setenv("COLUMNS", "1000")  # argparse wraps long help lines at hyphens
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert recipe_names() and all(name in text for name in recipe_names())
+
+
+def test_public_names_are_importable_lazily():
+    from cftune import DataFormatError, encode, evaluate_sts, load_embedder, train  # noqa: F401
+    import cftune
+
+    assert {"load_embedder", "encode", "train", "evaluate_sts"} <= set(dir(cftune))
+    with pytest.raises(AttributeError):
+        cftune.no_such_name  # noqa: B018
+
+
+def test_doctor_prints_versions_and_precision(capsys, tmp_path):
+    (tmp_path / "sts").mkdir()
+    (tmp_path / "sts" / "STS12.jsonl").write_text("")
+    assert main(["doctor", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    import torch
+    import transformers
+
+    for name, version in [("torch", torch.__version__), ("transformers", transformers.__version__),
+                          ("python", ""), ("sentence-transformers", ""), ("peft", ""), ("cftune", "")]:
+        assert any(line.startswith(name + " ") and version in line for line in out.splitlines()), name
+    assert "precision auto" in out and ("float32" in out or "bfloat16" in out)
+    assert "1/10 tasks" in out and "missing: STS13" in out
+    assert "gemma3-270m" in out
+
+
+def test_doctor_benchmark_estimates_are_positive_and_finite():
+    from cftune.doctor import benchmark
+
+    estimate = benchmark(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=1, head_dim=16, vocab_size=64, batch_size=4, tokens=8, device="cpu")
+    for value in (estimate.forward_s, estimate.train_pass_s, estimate.sts_pass_s, estimate.sts_pass_none_s,
+                  estimate.train_step_s):
+        assert value > 0 and math.isfinite(value)
+    assert estimate.sts_pass_none_s < estimate.sts_pass_s
+    assert estimate.precision in ("float32", "bfloat16") and len(estimate.assumptions()) == 3
