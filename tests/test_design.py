@@ -25,7 +25,8 @@ def first_token_state(embedder, text: str) -> torch.Tensor:
 def test_only_bidirectional_attention_lets_the_first_token_see_later_ones(tiny_models, attention):
     embedder = load_embedder(str(tiny_models["gemma3_text"]), attention=attention)
     assert attention_of(embedder) == attention
-    one, other = first_token_state(embedder, "A man plays a guitar."), first_token_state(embedder, "A man plays a drum.")
+    one = first_token_state(embedder, "A man plays a guitar.")
+    other = first_token_state(embedder, "A man plays a drum.")
     changed = not torch.allclose(one, other, atol=1e-6)
     assert changed == (attention == "bidirectional")
 

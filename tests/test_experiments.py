@@ -6,7 +6,7 @@ import pytest
 from cftune import experiments
 from cftune.cli import main
 from cftune.config import ConfigError
-from cftune.experiments import ablate, parse_grid, reproduce
+from cftune.experiments import parse_grid, reproduce
 
 QUICK = ["max_steps=6", "warmup_steps=1", "batch_size=8", "eval_steps=3", "save_steps=3", "logging_steps=1",
          "learning_rate=1e-3", "precision=float32", "prompt=eol"]

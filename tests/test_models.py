@@ -36,7 +36,7 @@ def test_pooling_takes_the_eos_under_either_padding(tiny_models, arch, padding_s
     features = embedder.preprocess(TEXTS)
     mask, ids = features["attention_mask"], features["input_ids"]
     assert (mask == 0).any(), "the batch must contain padding for this test to mean anything"
-    for row_ids, row_mask in zip(ids, mask):
+    for row_ids, row_mask in zip(ids, mask, strict=True):
         real = row_ids[row_mask.bool()].tolist()
         assert real[-1] == tokenizer.eos_token_id
         assert real.count(tokenizer.eos_token_id) == 1  # exactly one EOS: the appended one
@@ -133,7 +133,7 @@ def test_real_gguf_alias_converts_once_and_embeds_at_eos():
     tokenizer = embedder.tokenizer
     assert tokenizer.pad_token_id == tokenizer.eos_token_id
     features = embedder.preprocess(TEXTS)
-    for row_ids, row_mask in zip(features["input_ids"], features["attention_mask"]):
+    for row_ids, row_mask in zip(features["input_ids"], features["attention_mask"], strict=True):
         assert row_ids[row_mask.bool()][-1] == tokenizer.eos_token_id
     vectors = encode(embedder, ["A man is playing a guitar.", "A man plays guitar.", "Stocks fell on Monday."],
                      precision="float32")

@@ -131,7 +131,7 @@ def test_resume_skips_an_incomplete_checkpoint_and_logs_each_step_once(tiny_mode
     timeless = [{k: v for k, v in row.items() if "runtime" not in k and "per_second" not in k
                  and k != "train_loss"} for row in log_rows(run)]
     assert [row["step"] for row in timeless] == [row["step"] for row in log_rows(straight)]
-    for got, want in zip(timeless, log_rows(straight)):
+    for got, want in zip(timeless, log_rows(straight), strict=True):
         assert got == pytest.approx({k: v for k, v in want.items() if k in got}) and got.keys() <= want.keys()
 
 
@@ -213,8 +213,9 @@ def test_cli_prints_one_line_for_our_errors_and_lets_bugs_through(tiny_models, s
     with monkeypatch.context() as patch:
         patch.setattr(cli, "load_model", lambda args: pytest.fail("a task name is checked before the model loads"))
         assert main([*argv, "--tasks", "STS12,STS99"]) == 2
-    assert capsys.readouterr().err.strip().endswith("--tasks: unknown STS task 'STS99'; known: " + ", ".join(
-        ["STS12", "STS13", "STS14", "STS15", "STS16", "STS17", "STSBenchmark", "BIOSSES", "SICK-R", "STSBenchmark.dev"]))
+    known = ["STS12", "STS13", "STS14", "STS15", "STS16", "STS17", "STSBenchmark", "BIOSSES", "SICK-R",
+             "STSBenchmark.dev"]
+    assert capsys.readouterr().err.strip().endswith(f"--tasks: unknown STS task 'STS99'; known: {', '.join(known)}")
     with pytest.raises(ConfigError, match="precision must be"):
         resolve_precision("fp16", "cpu")
 

@@ -66,7 +66,7 @@ def server(served):
 @pytest.fixture(scope="module")
 def expected(tiny_models):
     model = load_embedder(str(tiny_models["gemma3_text"]), prompt="eol")
-    return {text: v for text, v in zip(TEXTS, encode(model, TEXTS, precision="float32").numpy())}
+    return {text: v for text, v in zip(TEXTS, encode(model, TEXTS, precision="float32").numpy(), strict=True)}
 
 
 def test_embeddings_match_encode_as_floats_and_base64(server, expected):
@@ -75,7 +75,7 @@ def test_embeddings_match_encode_as_floats_and_base64(server, expected):
     body = reply.json()
     assert body["object"] == "list" and body["model"] == "tiny" and body["usage"]["prompt_tokens"] > 0
     assert [d["index"] for d in body["data"]] == [0, 1, 2]
-    for d, text in zip(body["data"], TEXTS[:3]):
+    for d, text in zip(body["data"], TEXTS[:3], strict=True):
         np.testing.assert_allclose(d["embedding"], expected[text], atol=1e-5)
 
     reply = httpx.post(f"{server}/v1/embeddings", json={"input": TEXTS[4], "encoding_format": "base64"})
@@ -119,7 +119,7 @@ def test_500_concurrent_requests_from_16_clients(server, expected):
         texts = [TEXTS[i % len(TEXTS)], TEXTS[(i * 3 + 1) % len(TEXTS)]][: 1 + i % 2]
         reply = client.post(f"{server}/v1/embeddings", json={"input": texts})
         assert reply.status_code == 200, reply.text
-        for d, text in zip(reply.json()["data"], texts):
+        for d, text in zip(reply.json()["data"], texts, strict=True):
             np.testing.assert_allclose(d["embedding"], expected[text], atol=1e-5)
         return True
 

@@ -1,4 +1,3 @@
-import csv
 import json
 import os
 import socket
@@ -6,14 +5,15 @@ import socket
 import numpy as np
 import pytest
 import torch
-from sentence_transformers import SentenceTransformer
 from safetensors.torch import load_file
+from sentence_transformers import SentenceTransformer
 
 from cftune import DataFormatError, encode, load_embedder
 from cftune.config import ConfigError, load_config
 from cftune.data import read_triplets
 from cftune.training import add_lora, build_loss, export, train
 from conftest import TRIPLETS, write_jsonl
+
 
 def tiny_config(tiny_models, nli_dir, **settings):
     base = {"model": str(tiny_models["llama"]), "data_dir": str(nli_dir), "batch_size": 8, "max_steps": 12,
@@ -39,7 +39,7 @@ def test_loss_is_infonce_with_in_batch_and_hard_negatives(tiny_models, nli_dir, 
     config = tiny_config(tiny_models, nli_dir, hard_negatives=hard_negatives, gradient_cache=gradient_cache,
                          mini_batch_size=2)
     model = load_embedder(config.model)
-    columns = [list(c) for c in zip(*TRIPLETS[:5])][: 3 if hard_negatives else 2]
+    columns = [list(c) for c in zip(*TRIPLETS[:5], strict=True)][: 3 if hard_negatives else 2]
     with torch.no_grad():
         vectors = [model(features(model, texts))["sentence_embedding"] for texts in columns]
         expected = hand_infonce(vectors[0], vectors[1], vectors[2] if hard_negatives else None, 0.05)
@@ -122,7 +122,8 @@ def _gather_worker(rank, world, port, folder, result_path):
             if "lora_B" in name:
                 torch.nn.init.normal_(p, std=0.1)
         half = TRIPLETS[:8][rank * 4:(rank + 1) * 4]
-        loss = build_loss(model, config, world_size=world)([features(model, list(c)) for c in zip(*half)], None)
+        columns = [features(model, list(c)) for c in zip(*half, strict=True)]
+        loss = build_loss(model, config, world_size=world)(columns, None)
         loss.backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
         for g in grads.values():  # what DDP does: average the gradients of all processes
@@ -152,7 +153,7 @@ def test_two_processes_gather_negatives_like_one_big_batch(tiny_models, tmp_path
     for name, p in model.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.1)
-    loss = build_loss(model, config)([features(model, list(c)) for c in zip(*TRIPLETS[:8])], None)
+    loss = build_loss(model, config)([features(model, list(c)) for c in zip(*TRIPLETS[:8], strict=True)], None)
     loss.backward()
     torch.testing.assert_close(two["loss"], loss.detach(), atol=1e-5, rtol=0)
     for name, p in model.named_parameters():

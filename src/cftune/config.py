@@ -13,7 +13,6 @@ import yaml
 
 from cftune.errors import ConfigError  # noqa: F401 - defined with the other errors; importable from here
 
-
 # The embedder's design (see cftune.models for what each one does); the first of each is the paper's.
 POOLINGS = ("lasttoken", "mean", "weightedmean")
 ATTENTIONS = ("causal", "bidirectional")

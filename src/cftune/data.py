@@ -103,7 +103,7 @@ def _check_row(row: object, source: str, line: int) -> tuple[str, str, float]:
 def _pairs(task: str, source: str, rows: list[tuple[str, str, float]]) -> StsPairs:
     if not rows:
         raise DataFormatError(source, None, "no sentence pairs")
-    s1, s2, scores = (list(column) for column in zip(*rows))
+    s1, s2, scores = (list(column) for column in zip(*rows, strict=True))
     return StsPairs(task, source, s1, s2, scores)
 
 
@@ -211,7 +211,7 @@ def _records(path: Path, txt_field: str = "text"):
                     yield line_no, ValueError(f"expected {len(header)} fields ({','.join(header)}), "
                                               f"got {len(values)}")
                 elif values:
-                    yield line_no, dict(zip(header, values))
+                    yield line_no, dict(zip(header, values, strict=True))
         return
     with path.open("rb") as handle:
         for line_no, raw in enumerate(handle, start=1):

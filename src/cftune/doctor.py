@@ -15,7 +15,6 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 PACKAGES = ("torch", "transformers", "sentence-transformers", "peft", "cftune")
 

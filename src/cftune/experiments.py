@@ -24,8 +24,8 @@ from pathlib import Path
 from cftune.config import ConfigError, TrainConfig, check_same_config, config_to_dict, load_config
 from cftune.data import parse_tasks
 from cftune.evaluation import StsResult, evaluate_sts
-from cftune.models import load_embedder
 from cftune.io import machine, write_atomic
+from cftune.models import load_embedder
 from cftune.reports import (
     ablation_markdown,
     plot_ablation,
@@ -192,7 +192,7 @@ def ablation_configs(base_recipe: str, overrides: list[str],
     """Every combination of the grid's levels -> (its levels, its full config), keyed by a folder name."""
     combos = {}
     for levels in itertools.product(*grid.values()):
-        point = dict(zip(grid, levels))
+        point = dict(zip(grid, levels, strict=True))
         # an unknown factor fails here, before any work; the grid point goes last, so it wins
         config = load_config(base_recipe, [*overrides, *(f"{k}={v}" for k, v in point.items())])
         combos[",".join(f"{k}={v}" for k, v in point.items())] = (point, config)
@@ -230,7 +230,7 @@ def ablate(out: str | Path, *, grid: dict[str, list[str]], steps: int, model: st
     run_stages(stages)
 
     rows = []
-    for name, (point, config) in combos.items():
+    for name, (point, _config) in combos.items():
         summary = json.loads((out / "runs" / slug(name) / "train_summary.json").read_text(encoding="utf-8"))
         result = read_result(out / "points" / f"{slug(name)}.json")
         rows.append({"point": point, "scores": result.scores, "average": result.average,

@@ -80,12 +80,12 @@ def plot_training_curve(log_path: Path, png_path: Path) -> Path:
     dev = [(r["step"], v * 100) for r in rows for k, v in r.items() if k.endswith("_spearman_cosine")]
     fig, ax = _pyplot().subplots(figsize=(7, 4))
     if loss:
-        ax.plot(*zip(*loss), color="tab:blue", label="train loss")
+        ax.plot(*zip(*loss, strict=True), color="tab:blue", label="train loss")
     ax.set_xlabel("step")
     ax.set_ylabel("InfoNCE loss", color="tab:blue")
     if dev:
         ax2 = ax.twinx()
-        ax2.plot(*zip(*dev), "o-", color="tab:orange", label="STS-B dev Spearman x100")
+        ax2.plot(*zip(*dev, strict=True), "o-", color="tab:orange", label="STS-B dev Spearman x100")
         ax2.set_ylabel("STS-B dev Spearman x100", color="tab:orange")
     ax.set_title("cftune training curve")
     return save_figure(fig, png_path)
@@ -172,7 +172,7 @@ def reproduce_markdown(report: dict) -> str:
         gains = [tuned["scores"][t] - base["scores"][t] for t in tasks] + [tuned["average"] - base["average"]]
         lines.append(_row([model, "gain", *[f"{g:+.2f}" for g in gains]]))
         relative = [100 * g / abs(b) if b else float("nan")
-                    for g, b in zip(gains, [base["scores"][t] for t in tasks] + [base["average"]])]
+                    for g, b in zip(gains, [base["scores"][t] for t in tasks] + [base["average"]], strict=True)]
         lines.append(_row([model, "relative gain", *[f"{r:+.1f}%" for r in relative]]))
     for ref in PUBLISHED:
         lines.append(_row([f"*{ref['model']}*", "*published*", *["–"] * len(tasks), f"*{ref['average']:.2f}*"]))

@@ -29,9 +29,8 @@ from transformers import TrainerCallback
 
 from cftune.config import ConfigError, TrainConfig, check_same_config, config_to_dict, validate
 from cftune.data import load_sts_dev, load_training_data
-from cftune.io import replace_folder_atomically, write_atomic
+from cftune.io import machine, replace_folder_atomically, write_atomic
 from cftune.models import load_embedder, merge_lora, resolve_precision
-from cftune.io import machine
 from cftune.reports import plot_training_curve
 
 log = logging.getLogger(__name__)
