@@ -93,3 +93,29 @@ def test_full_fine_tuning_trains_the_body_but_not_the_token_embeddings(tiny_mode
     frozen = {name for name, p in embedder.named_parameters() if not p.requires_grad}
     assert frozen == {name for name in frozen if "embed_tokens" in name} and frozen
     assert any("q_proj" in name for name in trainable) and any("mlp" in name for name in trainable)
+
+
+def test_full_fine_tuning_end_to_end_keeps_the_token_embeddings(tiny_models, nli_dir, tmp_path):
+    import json
+
+    from safetensors.torch import load_file
+
+    from cftune.training import train
+
+    config = load_config(overrides={"model": str(tiny_models["gemma3_text"]), "data_dir": str(nli_dir),
+                                    "finetune": "full", "attention": "bidirectional", "pooling": "mean",
+                                    "batch_size": 8, "max_steps": 3, "warmup_steps": 1, "learning_rate": 1e-3,
+                                    "eval_steps": 0, "save_steps": 3, "precision": "float32"})
+    run = train(config, tmp_path / "run")
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["finetune"] == "full" and summary["peak_rss_gib"] > 0
+    def weights(state: dict) -> dict:  # the saved file may prefix its keys with "model."
+        return {key.removeprefix("model."): value for key, value in state.items()}
+
+    before = weights(load_embedder(str(tiny_models["gemma3_text"]))[0].auto_model.state_dict())
+    after = weights(load_file(str(run / "model.safetensors")))
+    assert torch.equal(after["embed_tokens.weight"], before["embed_tokens.weight"])
+    assert any(not torch.equal(after[k], before[k]) for k in after if "q_proj" in k), "the body must train"
+    assert summary["trainable_parameters"] == sum(v.numel() for k, v in after.items() if "embed_tokens" not in k)
+    plain = SentenceTransformer(str(run), device="cpu")
+    assert attention_of(plain) == "bidirectional" and pooling_of(plain) == "mean"

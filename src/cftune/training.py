@@ -76,6 +76,15 @@ def add_lora(model, config: TrainConfig) -> None:
                                  target_modules=targets))
 
 
+def peak_rss_gib() -> float:
+    """This process's peak resident memory so far (Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**30 if sys.platform == "darwin" else peak / 2**20
+
+
 def freeze_token_embeddings(model) -> None:
     """Full fine-tuning of the body: every weight trains except the token embeddings.
 
@@ -279,6 +288,8 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
         loss=build_loss(model, config, args.world_size), evaluator=evaluator,
         callbacks=[JsonLogCallback(out / "train_log.jsonl"), *callbacks],
     )
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info("%s fine-tuning: %.1fM trainable parameters", config.finetune, trainable / 1e6)
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - started
@@ -290,7 +301,9 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
                    "best_checkpoint": trainer.state.best_model_checkpoint, "steps": trainer.state.global_step,
                    "rows": len(train_dataset), "skipped_rows": len(triplets.skipped), "data": triplets.source,
                    # of this invocation only: a resumed run's earlier part is not counted
-                   "train_seconds": round(seconds, 1), "resumed_from": resume_from, "machine": machine()}
+                   "train_seconds": round(seconds, 1), "resumed_from": resume_from, "machine": machine(),
+                   "finetune": config.finetune, "trainable_parameters": trainable,
+                   "peak_rss_gib": round(peak_rss_gib(), 2)}
         write_atomic(out / "train_summary.json", json.dumps(summary, indent=2) + "\n")
     return out
 
