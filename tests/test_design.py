@@ -119,3 +119,11 @@ def test_full_fine_tuning_end_to_end_keeps_the_token_embeddings(tiny_models, nli
     assert summary["trainable_parameters"] == sum(v.numel() for k, v in after.items() if "embed_tokens" not in k)
     plain = SentenceTransformer(str(run), device="cpu")
     assert attention_of(plain) == "bidirectional" and pooling_of(plain) == "mean"
+
+
+def test_an_encoder_reports_its_own_bidirectional_attention(tiny_models):
+    encoder = load_embedder(str(tiny_models["bert"]))
+    assert attention_of(encoder) == "bidirectional"
+    assert attention_of(load_embedder(str(tiny_models["bert"]), attention="bidirectional")) == "bidirectional"
+    with pytest.raises(ModelSourceError, match="attention=bidirectional"):
+        load_embedder(str(tiny_models["bert"]), attention="causal")

@@ -207,6 +207,8 @@ def attention_config(config, attention: str) -> dict:
 
 def attention_of(model: SentenceTransformer) -> str:
     config = model[0].auto_model.config
+    if not is_decoder(config):
+        return "bidirectional"  # an encoder (BERT, MiniLM) always was
     switch = BIDIRECTIONAL_SWITCH.get(config.model_type)
     return "bidirectional" if switch and getattr(config, switch, False) else "causal"
 
@@ -287,6 +289,9 @@ def load_embedder(
         adapter: optional PEFT (LoRA) adapter folder to apply on top.
         prompt: ``none``, ``eol`` or a template with ``{text}``; decoders only. ``None`` keeps a saved
             model's prompt (and means ``none`` for a raw LM).
+        pooling: one of ``POOLINGS`` for a raw decoder LM (default ``lasttoken``, the paper's); a saved
+            embedder keeps its own, and asking it for another one is an error.
+        attention: ``causal`` (default) or ``bidirectional`` for a raw decoder LM; as ``pooling`` otherwise.
         device: torch device; sentence-transformers picks one when None.
         inference: load for speed rather than for training: a LoRA adapter (saved in the folder or given
             with ``adapter``) is merged into the weights in memory; the folder on disk keeps its adapter.
