@@ -121,9 +121,14 @@ def test_full_fine_tuning_end_to_end_keeps_the_token_embeddings(tiny_models, nli
     assert attention_of(plain) == "bidirectional" and pooling_of(plain) == "mean"
 
 
-def test_an_encoder_reports_its_own_bidirectional_attention(tiny_models):
+def test_an_encoder_reports_its_own_bidirectional_attention(tiny_models, tmp_path):
+    import json
+
     encoder = load_embedder(str(tiny_models["bert"]))
     assert attention_of(encoder) == "bidirectional"
+    encoder.save(str(tmp_path / "saved"))  # an encoder has no switch to write into its folder
+    assert "config_kwargs" not in json.loads((tmp_path / "saved" / "sentence_bert_config.json").read_text())
+    assert attention_of(load_embedder(str(tmp_path / "saved"))) == "bidirectional"
     assert attention_of(load_embedder(str(tiny_models["bert"]), attention="bidirectional")) == "bidirectional"
     with pytest.raises(ModelSourceError, match="attention=bidirectional"):
         load_embedder(str(tiny_models["bert"]), attention="causal")

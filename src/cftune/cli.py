@@ -111,7 +111,7 @@ def _doctor(args: argparse.Namespace) -> None:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model and what goes with it, the same for every command that loads one embedder."""
     from cftune.aliases import ALIASES, DEFAULT_MODEL  # light modules: --help must not import torch
-    from cftune.config import ATTENTIONS, POOLINGS
+    from cftune.config import ATTENTIONS, POOLINGS, PRECISIONS
 
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"alias ({', '.join(ALIASES)}), hub id, HF folder, .gguf file, sentence-transformers "
@@ -123,7 +123,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         "mean or weightedmean; a saved embedder keeps its own")
     parser.add_argument("--attention", choices=ATTENTIONS, help="for a raw LM: causal (default) or bidirectional "
                         "(Gemma 3); a saved embedder keeps its own")
-    parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="auto = bf16 autocast where the hardware has it natively (CUDA, AVX512-BF16 or AMX)")
     parser.add_argument("--device", help="cpu, cuda, ... (default: best available)")
 

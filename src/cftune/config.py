@@ -17,6 +17,7 @@ from cftune.errors import ConfigError  # noqa: F401 - defined with the other err
 POOLINGS = ("lasttoken", "mean", "weightedmean")
 ATTENTIONS = ("causal", "bidirectional")
 FINETUNES = ("lora", "full")
+PRECISIONS = ("auto", "float32", "bfloat16")  # auto: bf16 where the hardware has it natively
 
 
 @dataclass
@@ -137,7 +138,7 @@ CHECKS: list[tuple[str, Callable[[object], bool], str]] = [
     ("warmup_steps", lambda v: v >= 0, ">= 0"),
     ("weight_decay", _finite(lambda v: v >= 0), ">= 0"),
     ("max_length", lambda v: v >= 1, ">= 1"),
-    ("precision", lambda v: v in ("auto", "float32", "bfloat16"), "auto, float32 or bfloat16"),
+    ("precision", lambda v: v in PRECISIONS, " or ".join(PRECISIONS)),
     ("lora.r", lambda v: v >= 1, ">= 1"),
     ("lora.alpha", _finite(lambda v: v > 0), "> 0"),
     ("lora.dropout", _finite(lambda v: 0 <= v < 1), ">= 0 and < 1"),

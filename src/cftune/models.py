@@ -33,7 +33,7 @@ from sentence_transformers.sentence_transformer.modules import Pooling
 
 # the names the command line needs live in the light cftune.aliases (no torch), re-exported here
 from cftune.aliases import ALIASES, DEFAULT_MODEL, PROMPTS, Alias, cache_dir  # noqa: F401
-from cftune.config import ATTENTIONS, POOLINGS
+from cftune.config import ATTENTIONS, POOLINGS, PRECISIONS
 from cftune.errors import ConfigError, ModelSourceError
 from cftune.io import cpu_has_native_bf16
 
@@ -205,12 +205,17 @@ def attention_config(config, attention: str) -> dict:
     return {switch: True}
 
 
+def bidirectional_switch_on(config) -> dict:
+    """``{switch: True}`` when this decoder's config has bidirectional attention switched on, else ``{}``."""
+    switch = BIDIRECTIONAL_SWITCH.get(config.model_type)
+    return {switch: True} if switch and getattr(config, switch, False) else {}
+
+
 def attention_of(model: SentenceTransformer) -> str:
     config = model[0].auto_model.config
     if not is_decoder(config):
         return "bidirectional"  # an encoder (BERT, MiniLM) always was
-    switch = BIDIRECTIONAL_SWITCH.get(config.model_type)
-    return "bidirectional" if switch and getattr(config, switch, False) else "causal"
+    return "bidirectional" if bidirectional_switch_on(config) else "causal"
 
 
 def keep_config_in_saved_folder(transformer: Transformer, settings: dict) -> None:
@@ -267,9 +272,8 @@ def _check_saved_design(model: SentenceTransformer, source: str, pooling: str | 
         if asked is not None and asked != saved:
             raise ModelSourceError(f"{source} embeds with {name}={saved}; it cannot be loaded with "
                                    f"{name}={asked} (that is a different model: train one)")
-    switch = BIDIRECTIONAL_SWITCH.get(model[0].auto_model.config.model_type)
-    if attention_of(model) == "bidirectional":  # re-saving (export, checkpoints) must keep the switch
-        keep_config_in_saved_folder(model[0], {switch: True})
+    # re-saving (export, checkpoints) must keep the switch; an encoder has none to keep
+    keep_config_in_saved_folder(model[0], bidirectional_switch_on(model[0].auto_model.config))
 
 
 def load_embedder(
@@ -353,8 +357,8 @@ def merge_lora(model: SentenceTransformer) -> bool:
 def resolve_precision(precision: str, device: torch.device | str) -> str:
     """'auto' -> bfloat16 where the hardware runs it fast (CUDA with bf16, CPUs with AVX512-BF16/AMX)."""
     if precision != "auto":
-        if precision not in ("float32", "bfloat16"):
-            raise ConfigError(f"precision must be auto, float32 or bfloat16, got {precision!r}")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision must be {' or '.join(PRECISIONS)}, got {precision!r}")
         return precision
     if torch.device(device).type == "cuda":
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"

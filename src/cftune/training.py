@@ -113,11 +113,10 @@ class JsonLogCallback(TrainerCallback):
 CHECKPOINT = re.compile(r"checkpoint-(\d+)")  # the trainer's folder names under OUT/checkpoints
 
 
-def checkpoints(out: Path) -> list[Path]:
-    """The trainer's checkpoint-N folders of a run, oldest first."""
-    found = [(int(m[1]), p) for p in (out / "checkpoints").glob("checkpoint-*")
-             if p.is_dir() and (m := CHECKPOINT.fullmatch(p.name))]
-    return [p for _, p in sorted(found)]
+def checkpoints(out: Path) -> list[tuple[int, Path]]:
+    """The trainer's checkpoint-N folders of a run as (N, folder), oldest first."""
+    return sorted((int(m[1]), p) for p in (out / "checkpoints").glob("checkpoint-*")
+                  if p.is_dir() and (m := CHECKPOINT.fullmatch(p.name)))
 
 
 def checkpoint_problem(folder: Path) -> str | None:
@@ -160,10 +159,10 @@ def last_complete_checkpoint(out: Path, max_steps: int) -> Path | None:
     the end only after a step), so a run killed during its final save redoes its last few steps instead.
     """
     usable = []
-    for folder in checkpoints(out):
+    for step, folder in checkpoints(out):
         problem = checkpoint_problem(folder)
         if problem is None:
-            usable += [folder] if int(CHECKPOINT.fullmatch(folder.name)[1]) < max_steps else []
+            usable += [folder] if step < max_steps else []
             continue
         log.warning("skipping checkpoint %s: %s (written when the run was stopped); deleting it", folder, problem)
         if int(os.environ.get("RANK", "0")) == 0:  # with torchrun, one process deletes
@@ -196,9 +195,8 @@ def cut_log(log_path: Path, checkpoint: Path) -> None:
     The checkpoint's trainer state holds every log entry up to it (the same dicts JsonLogCallback wrote).
     """
     history = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))["log_history"]
-    write_atomic(log_path, "".join(json.dumps({"step": entry["step"], **{k: v for k, v in entry.items()
-                                                                         if k != "step"}}) + "\n"
-                                   for entry in history))
+    # "step" first, as JsonLogCallback writes it (the merge keeps the first key's place)
+    write_atomic(log_path, "".join(json.dumps({"step": entry["step"], **entry}) + "\n" for entry in history))
 
 
 def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbacks: tuple = ()) -> Path:
