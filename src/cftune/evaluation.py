@@ -11,6 +11,7 @@ from scipy.stats import spearmanr
 from sentence_transformers import SentenceTransformer
 
 from cftune.data import load_sts_task, parse_tasks, resolve_data_dir
+from cftune.io import format_duration
 from cftune.models import encode, prompt_of, resolve_precision
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,26 @@ def spearman_x100(predicted, gold) -> float:
     return float(spearmanr(predicted, gold).statistic) * 100
 
 
+def log_encoding_estimate(model: SentenceTransformer, sentences: list[str], batch_size: int, precision: str,
+                          sample_batches: int = 2) -> float | None:
+    """Time a few batches of sentences spread over the length range and log the whole pass's time.
+
+    A warm-up batch comes first (the first pass pays one-time setup). Costs about 1% of the pass."""
+    if len(sentences) < 10 * sample_batches * batch_size:
+        return None  # a short pass: the estimate would cost more than it tells
+    by_length = sorted(sentences, key=len)
+    stride = len(by_length) // (sample_batches * batch_size)
+    sample = by_length[::stride][: sample_batches * batch_size]
+    encode(model, by_length[:batch_size], batch_size=batch_size, precision=precision)  # warm-up
+    started = time.perf_counter()
+    encode(model, sample, batch_size=batch_size, precision=precision)
+    per_second = len(sample) / (time.perf_counter() - started)
+    seconds = len(sentences) / per_second
+    log.info("estimated: %s for %d sentences (%.1f sentences/s on %d sampled)", format_duration(seconds),
+             len(sentences), per_second, len(sample))
+    return seconds
+
+
 def evaluate_sts(
     model: SentenceTransformer,
     tasks: str | list[str] | None = "all",
@@ -59,6 +80,8 @@ def evaluate_sts(
     index = {sentence: i for i, sentence in enumerate(sentences)}
     precision = resolve_precision(precision, model.device)
     log.info("encoding %d distinct sentences of %d tasks (%s)", len(sentences), len(task_pairs), precision)
+    if show_progress_bar:
+        log_encoding_estimate(model, sentences, batch_size, precision)
 
     start = time.perf_counter()
     vectors = encode(model, sentences, batch_size=batch_size, precision=precision,

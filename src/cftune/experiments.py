@@ -21,7 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cftune.config import ConfigError, TrainConfig, check_same_config, config_to_dict, load_config
+from cftune.config import (
+    ConfigError,
+    TrainConfig,
+    check_same_config,
+    config_to_dict,
+    find_experiment,
+    load_config,
+)
 from cftune.data import parse_tasks
 from cftune.evaluation import StsResult, evaluate_sts
 from cftune.io import machine, write_atomic
@@ -36,11 +43,8 @@ from cftune.reports import (
 
 log = logging.getLogger(__name__)
 
-# Which shipped recipe trains which model. A model outside the set trains with the set's first recipe.
-RECIPE_SETS: dict[str, dict[str, str]] = {
-    "cpu-small": {"gemma3-270m": "cpu-gemma3-270m"},
-    "paper": {"minicpm-2b": "paper-minicpm-2b", "gemma-2b": "paper-gemma-2b", "phi-2": "paper-phi-2"},
-}
+
+
 # Short names for the factors people ablate; any other TrainConfig setting works under its own name.
 FACTOR_ALIASES = {"lr": "learning_rate", "hard_negative": "hard_negatives", "hn": "hard_negatives"}
 
@@ -106,7 +110,7 @@ def eval_stage(name: str, load: Callable, out: Path, *, tasks, data_dir, meta: d
     def run_eval():
         started = time.perf_counter()
         result = evaluate_sts(load(), tasks, data_dir=data_dir)
-        result.meta = {**meta, "machine": machine(), "wall seconds": round(time.perf_counter() - started, 1)}
+        result.meta = {**meta, "machine": machine(), "eval_seconds": round(time.perf_counter() - started, 1)}
         write_sts_report(result, out)
 
     return Stage(name, out.with_suffix(".json").exists, run_eval)
@@ -115,11 +119,9 @@ def eval_stage(name: str, load: Callable, out: Path, *, tasks, data_dir, meta: d
 # --------------------------------------------------------------------------------------------- reproduce
 
 
-def reproduce_configs(recipe: str, models: list[str] | None, data_dir: str | None,
+def reproduce_configs(experiment: str, models: list[str] | None, data_dir: str | None,
                       settings: list[str] | None = None) -> dict[str, TrainConfig]:
-    if recipe not in RECIPE_SETS:
-        raise ConfigError(f"unknown --recipe {recipe!r}; known: {', '.join(RECIPE_SETS)}")
-    recipes = RECIPE_SETS[recipe]
+    recipes = find_experiment(experiment).recipes
     models = models or list(recipes)
     fallback = next(iter(recipes.values()))
     data = [f"data_dir={data_dir}"] if data_dir is not None else []
@@ -127,13 +129,16 @@ def reproduce_configs(recipe: str, models: list[str] | None, data_dir: str | Non
     return {m: load_config(recipes.get(m, fallback), [*data, *(settings or []), f"model={m}"]) for m in models}
 
 
-def reproduce(out: str | Path, *, recipe: str = "cpu-small", models: list[str] | None = None,
-              data_dir: str | None = None, tasks: str = "all", settings: list[str] | None = None,
+def reproduce(out: str | Path, *, experiment: str = "cpu-small", models: list[str] | None = None,
+              data_dir: str | None = None, tasks: str | None = None, settings: list[str] | None = None,
               command: str = "") -> Path:
-    """For each model: STS of the base model, fine-tune it, STS of the result; then the report."""
+    """For each model: STS of the base model, fine-tune it, STS of the result; then the report.
+
+    ``tasks`` defaults to the experiment's own (all 9 except for the quick one)."""
+    tasks = tasks or find_experiment(experiment).tasks
     parse_tasks(tasks)  # a mistyped task fails now, not after hours of training
     out = Path(out)
-    configs = reproduce_configs(recipe, models, data_dir, settings)
+    configs = reproduce_configs(experiment, models, data_dir, settings)
     ignore_heavy_files(out / "runs")
     stages = []
     for model, config in configs.items():
@@ -148,10 +153,10 @@ def reproduce(out: str | Path, *, recipe: str = "cpu-small", models: list[str] |
                                                                     "command": command}),
         ]
     run_stages(stages)
-    return write_reproduce_report(out, configs, recipe, command)
+    return write_reproduce_report(out, configs, experiment, command)
 
 
-def write_reproduce_report(out: Path, configs: dict[str, TrainConfig], recipe: str, command: str) -> Path:
+def write_reproduce_report(out: Path, configs: dict[str, TrainConfig], experiment: str, command: str) -> Path:
     from cftune.training import plot_training_curve
 
     entries = {}
@@ -164,7 +169,8 @@ def write_reproduce_report(out: Path, configs: dict[str, TrainConfig], recipe: s
         plot_training_curve(run / "train_log.jsonl", curve)
         entries[model] = {"config": config_to_dict(config), "train": summary, "base": base.to_dict(),
                           "tuned": tuned.to_dict(), "plots": [bars.name, curve.name]}
-    report = {"recipe": recipe, "command": command, "machine": machine(), "models": entries}
+    report = {"experiment": experiment, "title": find_experiment(experiment).title, "command": command,
+              "machine": machine(), "models": entries}
     write_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
     write_atomic(out / "report.md", reproduce_markdown(report))
     return out / "report.md"

@@ -1,4 +1,4 @@
-"""Atomic writes and machine facts: the one place for each.
+"""Atomic writes, machine facts and durations: the one place for each.
 
 Every file or folder is written beside its target under a hidden temporary name and renamed in, so a
 reader (or a re-run after a kill) sees the old content or the new one, never half of one.
@@ -6,37 +6,88 @@ reader (or a re-run after a kill) sees the old content or the new one, never hal
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+TEMP_MARK = ".cftune-tmp-"  # .{target name}.cftune-tmp-{pid}[.ids|.raw]: the name says whose and for what
+TEMP_SUFFIXES = (".ids", ".raw")  # embed's side files
+
+
+def temp_path(target: Path, suffix: str = "") -> Path:
+    """The hidden name beside ``target`` under which this process writes it before renaming it in."""
+    assert suffix in ("", *TEMP_SUFFIXES), suffix
+    return target.with_name(f".{target.name}{TEMP_MARK}{os.getpid()}{suffix}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # someone else's process, or no pid at all: keep its files
+        return True
+    return True
+
+
+def remove_stale_temp_files(target: Path) -> list[Path]:
+    """Delete what a killed cftune process left while writing ``target`` (its temp names, its pid gone).
+
+    Only names `temp_path` makes for this very target match; a live process's files are kept.
+    """
+    target = Path(target)
+    if os.name != "posix" or not target.parent.is_dir():  # os.kill(pid, 0) would terminate it on Windows
+        return []
+    suffixes = "|".join(re.escape(s) for s in TEMP_SUFFIXES)
+    pattern = re.compile(re.escape(f".{target.name}{TEMP_MARK}") + rf"(\d+)({suffixes})?")
+    removed = []
+    for path in target.parent.iterdir():
+        match = pattern.fullmatch(path.name)
+        if match and not _pid_alive(int(match[1])):
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yields the temporary path to write ``path``'s content to; renamed onto ``path`` when the block ends
+    without an error, deleted when it raises. Readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(path)
+    tmp = temp_path(path)
+    try:
+        yield tmp
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside the target, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def replace_folder_atomically(target: Path, write: Callable[[Path], object]) -> Path:
     """``write(tmp)`` fills a new folder beside ``target``; then the old target is renamed away, the new
     folder renamed in, and the old one deleted.
 
-    A kill while writing leaves the target as it was (plus a hidden ``.NAME.tmp-*`` folder); a kill between
-    the two renames leaves the old content under a hidden ``.NAME.old-*`` name, never lost. Deciding whether
-    the target may be replaced at all is the caller's job.
+    A kill while writing leaves the target as it was, plus a hidden temp folder that the next write of the
+    same target deletes; a kill between the two renames leaves the old content under a hidden
+    ``.NAME.old-*`` name, never lost. Deciding whether the target may be replaced at all is the caller's job.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private (0700); the result is a folder like any other
+    remove_stale_temp_files(target)
+    tmp = temp_path(target)
+    shutil.rmtree(tmp, ignore_errors=True)  # this process's own, from an attempt that failed
+    tmp.mkdir()
     try:
         write(tmp)
     except BaseException:
@@ -86,3 +137,10 @@ def machine() -> str:
     return f"{platform.machine()} {cpu_name()}, {os.cpu_count()} cores, {bf16}, torch {torch.__version__}" + (
         f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
     )
+
+
+def format_duration(seconds: float) -> str:
+    """How long something takes, in the unit a person would say it in: 45 s, 3.5 min, 1.2 h."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"

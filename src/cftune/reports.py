@@ -6,8 +6,9 @@ import json
 import os
 from pathlib import Path
 
+from cftune.data import STS_TASKS
 from cftune.evaluation import StsResult
-from cftune.io import write_atomic
+from cftune.io import atomic_file, write_atomic
 
 
 def sts_table(result: StsResult) -> str:
@@ -65,11 +66,10 @@ def _pyplot():
 
 def save_figure(fig, png_path: Path) -> Path:
     plt = _pyplot()
-    tmp = png_path.with_name(f".{png_path.name}.tmp.png")
     fig.tight_layout()
-    fig.savefig(tmp, dpi=120)
+    with atomic_file(png_path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")  # the temporary name does not end in .png
     plt.close(fig)
-    tmp.replace(png_path)
     return png_path
 
 
@@ -156,10 +156,17 @@ def describe_data(source: str, rows: int) -> str:
             "nli_for_simcse.csv, so compare with care)")
 
 
+def eval_seconds(result: dict) -> float | str:
+    """The wall time of an STS evaluation (model loading included), as its result recorded it."""
+    meta = result["meta"]
+    return meta.get("eval_seconds", meta.get("wall seconds", "?"))  # the key's older name, in older results
+
+
 def reproduce_markdown(report: dict) -> str:
     tasks = next(iter(report["models"].values()))["base"]["scores"]
-    lines = [f"# cftune reproduce: base vs fine-tuned on {len(tasks)} STS tasks", "",
-             f"Recipe `{report['recipe']}`, on {report['machine']}.", ""]
+    title = f" ({report['title']})" if report.get("title") else ""
+    lines = [f"# cftune reproduce: base vs fine-tuned on {len(tasks)} STS tasks{title}", "",
+             f"Experiment `{report['experiment']}`, on {report['machine']}.", ""]
     if report.get("command"):
         lines += ["Command:", "", f"    {report['command']}", ""]
     lines += ["Spearman x100 of cosine similarity against the gold scores (test splits).", ""]
@@ -174,10 +181,15 @@ def reproduce_markdown(report: dict) -> str:
         relative = [100 * g / abs(b) if b else float("nan")
                     for g, b in zip(gains, [base["scores"][t] for t in tasks] + [base["average"]], strict=True)]
         lines.append(_row([model, "relative gain", *[f"{r:+.1f}%" for r in relative]]))
-    for ref in PUBLISHED:
-        lines.append(_row([f"*{ref['model']}*", "*published*", *["–"] * len(tasks), f"*{ref['average']:.2f}*"]))
-    lines += ["", "Rows in italics are published figures, not measured here:", ""]
-    lines += [f"- {ref['model']}: {ref['source']}." for ref in PUBLISHED]
+    if set(tasks) == set(STS_TASKS):  # the published averages are over the 9 tasks: compare like with like
+        for ref in PUBLISHED:
+            lines.append(_row([f"*{ref['model']}*", "*published*", *["–"] * len(tasks),
+                               f"*{ref['average']:.2f}*"]))
+        lines += ["", "Rows in italics are published figures, not measured here:", ""]
+        lines += [f"- {ref['model']}: {ref['source']}." for ref in PUBLISHED]
+    else:
+        lines += ["", f"An average over {len(tasks)} of the 9 STS tasks: not comparable with published 9-task "
+                      "averages (" + ", ".join(f"{ref['model']} {ref['average']:.2f}" for ref in PUBLISHED) + ")."]
     for model, entry in report["models"].items():
         config, train = entry["config"], entry["train"]
         lines += ["", f"## {model}", "",
@@ -189,8 +201,8 @@ def reproduce_markdown(report: dict) -> str:
                   f"- training took {train['train_seconds'] / 60:.1f} min on {train['machine']}"
                   + (" (the part after the last resume)" if train.get("resumed_from") else ""),
                   f"- best STS-B dev Spearman x100: {_number(train['best_dev_spearman_x100'])}",
-                  f"- STS evaluation: {entry['base']['meta'].get('wall seconds', '?')} s (base), "
-                  f"{entry['tuned']['meta'].get('wall seconds', '?')} s (fine-tuned)", ""]
+                  f"- STS evaluation: {eval_seconds(entry['base'])} s (base), "
+                  f"{eval_seconds(entry['tuned'])} s (fine-tuned)", ""]
         lines += [f"![{name}]({name})" for name in entry["plots"]]
     return "\n".join(lines) + "\n"
 

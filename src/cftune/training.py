@@ -29,7 +29,7 @@ from transformers import TrainerCallback
 
 from cftune.config import ConfigError, TrainConfig, check_same_config, config_to_dict, validate
 from cftune.data import load_sts_dev, load_training_data
-from cftune.io import machine, replace_folder_atomically, write_atomic
+from cftune.io import format_duration, machine, replace_folder_atomically, write_atomic
 from cftune.models import load_embedder, merge_lora, resolve_precision
 from cftune.reports import plot_training_curve
 
@@ -108,6 +108,30 @@ class JsonLogCallback(TrainerCallback):
         if state.is_world_process_zero and logs:
             with self.path.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+
+
+class EtaCallback(TrainerCallback):
+    """Logs how long training will take, measured on the steps run so far: after the second step of this
+    process (the first pays one-time setup) and then at every quarter. Dev evaluations and checkpoint saves
+    between steps are included, so the estimate is of the whole stage."""
+
+    def __init__(self):
+        self.first_step = self.started = None
+        self.reported: set[int] = set()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        step, total = state.global_step, state.max_steps
+        if self.first_step is None:  # clock starts after one step here, so setup does not count
+            self.first_step, self.started = step, time.perf_counter()
+            return
+        done = step - self.first_step
+        quarter = 4 * step // total
+        if not state.is_world_process_zero or step >= total or (done != 1 and quarter in self.reported):
+            return
+        self.reported.add(quarter)
+        per_step = (time.perf_counter() - self.started) / done
+        log.info("step %d/%d: %.1f s per step, about %s to go", step, total, per_step,
+                 format_duration(per_step * (total - step)))
 
 
 CHECKPOINT = re.compile(r"checkpoint-(\d+)")  # the trainer's folder names under OUT/checkpoints
@@ -284,7 +308,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=train_dataset,
         loss=build_loss(model, config, args.world_size), evaluator=evaluator,
-        callbacks=[JsonLogCallback(out / "train_log.jsonl"), *callbacks],
+        callbacks=[JsonLogCallback(out / "train_log.jsonl"), EtaCallback(), *callbacks],
     )
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("%s fine-tuning: %.1fM trainable parameters", config.finetune, trainable / 1e6)
