@@ -2,13 +2,14 @@
 #   make demo   creates .venv, installs cftune, runs the main job: `cftune reproduce --experiment cpu-quick`, the
 #               quick version (gemma3-270m: STS of the base model, a short LoRA fine-tuning, STS of the result on
 #               3 STS tasks, report with plots). `make reproduce` runs the full one (all 9 tasks, hours).
-#   make test   creates .venv, installs cftune, runs the test suite
+#   make check  creates .venv, installs cftune, runs the linters and every test (what CI runs)
+#   make test   the fast tier for iterating: every test but those marked slow (under 2 min on 2 cores)
 PYTHON ?= python3
 VENV ?= .venv
 DATA_DIR ?= ../shared/data
 BIN := $(VENV)/bin
 
-.PHONY: install demo reproduce test lint
+.PHONY: install demo reproduce check test test-all lint
 install: $(VENV)/.installed
 
 # torch first and pinned: an unpinned torch would pull the multi-GB CUDA build on a CPU machine.
@@ -29,7 +30,12 @@ demo: install
 reproduce: install
 	$(BIN)/cftune reproduce --experiment cpu-small $(DATA_FLAG) --out reports/cpu-small
 
+check: lint test-all
+
 test: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow"
+
+test-all: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 lint: install

@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -16,6 +17,7 @@ HEAVY = ("torch", "transformers", "sentence_transformers")
 # Parses argv in a fresh interpreter, then prints the exit code and which heavy packages were imported.
 PROBE = """
 import sys
+import time
 from cftune.cli import main
 try:
     code = main(sys.argv[1:])
@@ -102,3 +104,17 @@ def test_doctor_benchmark_estimates_are_positive_and_finite():
         assert value > 0 and math.isfinite(value)
     assert estimate.sts_pass_none_s < estimate.sts_pass_s
     assert estimate.precision in ("float32", "bfloat16") and len(estimate.assumptions()) == 3
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="reads /proc/stat")
+def test_doctor_sees_a_process_that_keeps_a_core_busy():
+    from cftune.doctor import busy_cores
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # started and spinning
+        busy = busy_cores(seconds=1.0)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert 0.7 <= busy <= os.cpu_count() + 1e-6

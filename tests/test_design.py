@@ -7,7 +7,7 @@ from sentence_transformers import SentenceTransformer
 
 from cftune import ModelSourceError, encode, load_embedder
 from cftune.config import load_config
-from cftune.models import attention_of, pooling_of
+from cftune.models import attention_of, layers_of, pooling_of
 from cftune.training import add_lora, freeze_token_embeddings
 from conftest import CORPUS
 
@@ -132,3 +132,76 @@ def test_an_encoder_reports_its_own_bidirectional_attention(tiny_models, tmp_pat
     assert attention_of(load_embedder(str(tiny_models["bert"]), attention="bidirectional")) == "bidirectional"
     with pytest.raises(ModelSourceError, match="attention=bidirectional"):
         load_embedder(str(tiny_models["bert"]), attention="causal")
+
+
+def eos_states_by_layer(folder, texts) -> torch.Tensor:
+    """Every layer's hidden state at the appended EOS, each text run alone, computed with transformers only:
+    shape (texts, layers + 1, hidden); index 0 is the token embeddings, -1 the last layer (after its norm)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    body = AutoModel.from_pretrained(folder, dtype=torch.float32).eval()
+    rows = []
+    for text in texts:
+        ids = tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
+        with torch.no_grad():
+            hidden = body(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
+        rows.append(torch.stack([layer[0, -1] for layer in hidden]))
+    return torch.stack(rows)
+
+
+def test_layers_runs_only_the_first_layers_and_survives_save(tiny_models, tmp_path):
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = tiny_models["gemma3_text"]
+    embedder = load_embedder(str(folder), layers=1)
+    assert layers_of(embedder) == (1, 1)
+    ours = encode(embedder, TEXTS, precision="float32").numpy()
+    # the reference: transformers' own one-layer model of the same weights, at the appended EOS
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    body = AutoModel.from_pretrained(folder, dtype=torch.float32, num_hidden_layers=1).eval()
+    for i, text in enumerate(TEXTS):
+        ids = tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
+        with torch.no_grad():
+            expected = body(input_ids=torch.tensor([ids])).last_hidden_state[0, -1]
+        np.testing.assert_allclose(ours[i], expected.numpy(), atol=1e-5, rtol=0)
+    full = encode(load_embedder(str(folder)), TEXTS, precision="float32").numpy()
+    assert not np.allclose(ours, full, atol=1e-3)  # the second layer really was left out
+
+    add_lora(embedder, load_config(overrides={"lora.dropout": 0.0}))
+    with torch.no_grad():
+        for name, parameter in embedder.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.5)
+    tuned = encode(embedder, TEXTS, precision="float32").numpy()
+    embedder.save(str(tmp_path / "run"))  # a LoRA folder: no config.json, the layer count lives in ST's config
+    plain = SentenceTransformer(str(tmp_path / "run"), device="cpu")
+    np.testing.assert_allclose(plain.encode(TEXTS, convert_to_numpy=True), tuned, atol=1e-5, rtol=0)
+    reloaded = load_embedder(str(tmp_path / "run"), inference=True)  # merged, as eval loads it
+    assert layers_of(reloaded) == (1, 1)
+    reloaded.save(str(tmp_path / "again"))  # what export writes: still one layer
+    np.testing.assert_allclose(SentenceTransformer(str(tmp_path / "again"), device="cpu").encode(TEXTS), tuned,
+                               atol=1e-5, rtol=0)
+    with pytest.raises(ModelSourceError, match="layers=1; it cannot be loaded with layers=2"):
+        load_embedder(str(tmp_path / "run"), layers=2)
+    with pytest.raises(ModelSourceError, match="layers must be between 1 and this model's 2"):
+        load_embedder(str(folder), layers=3)
+
+
+def test_pooled_layers_is_the_mean_of_the_last_layers_states(tiny_models, tmp_path):
+    folder = tiny_models["gemma3_text"]
+    embedder = load_embedder(str(folder), pooled_layers=2)
+    assert layers_of(embedder) == (2, 2)
+    ours = encode(embedder, TEXTS, precision="float32").numpy()
+    by_layer = eos_states_by_layer(folder, TEXTS)
+    np.testing.assert_allclose(ours, by_layer[:, -2:].mean(1).numpy(), atol=1e-5, rtol=0)
+    assert not np.allclose(ours, by_layer[:, -1].numpy(), atol=1e-3)
+
+    batch = encode(embedder, TEXTS, batch_size=len(TEXTS), precision="float32").numpy()
+    np.testing.assert_allclose(batch, ours, atol=1e-5, rtol=0)
+    embedder.save(str(tmp_path / "saved"))
+    plain = SentenceTransformer(str(tmp_path / "saved"), device="cpu")
+    np.testing.assert_allclose(plain.encode(TEXTS, convert_to_numpy=True), ours, atol=1e-5, rtol=0)
+    assert layers_of(load_embedder(str(tmp_path / "saved"))) == (2, 2)
+    with pytest.raises(ModelSourceError, match="pooled_layers must be between 1 and the 1 layers kept"):
+        load_embedder(str(folder), layers=1, pooled_layers=2)

@@ -123,6 +123,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         "mean or weightedmean; a saved embedder keeps its own")
     parser.add_argument("--attention", choices=ATTENTIONS, help="for a raw LM: causal (default) or bidirectional "
                         "(Gemma 3); a saved embedder keeps its own")
+    parser.add_argument("--layers", type=int, help="for a raw LM: run only its first N transformer layers and pool "
+                        "the last of them (default: all); a saved embedder keeps its own")
+    parser.add_argument("--pooled-layers", type=int, help="for a raw LM: pool a weighted mean of the last N "
+                        "layers (default: 1, the last); a saved embedder keeps its own")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="auto = bf16 autocast where the hardware has it natively (CUDA, AVX512-BF16 or AMX)")
     parser.add_argument("--device", help="cpu, cuda, ... (default: best available)")
@@ -133,7 +137,8 @@ def load_model(args: argparse.Namespace):
     from cftune.models import load_embedder
 
     return load_embedder(args.model, adapter=args.adapter, prompt=args.prompt, pooling=args.pooling,
-                         attention=args.attention, device=args.device, inference=True)
+                         attention=args.attention, layers=args.layers, pooled_layers=args.pooled_layers,
+                         device=args.device, inference=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -36,6 +37,8 @@ class TrainConfig:
     # the embedder's design (see cftune.models): the paper's choice is the default of each
     pooling: str = "lasttoken"  # lasttoken (EOS state) | mean | weightedmean (SGPT position weights)
     attention: str = "causal"  # causal | bidirectional (Gemma 3, as EmbeddingGemma)
+    layers: int = 0  # run only the first N transformer layers and pool the last of them (0: all)
+    pooled_layers: int = 1  # pool a weighted mean of the last N layers' states (1: the last layer only)
     finetune: str = "lora"  # lora (settings below) | full (the transformer body; token embeddings frozen)
     data: str = "nli"  # nli (SimCSE triplets) or a CSV/JSONL path of anchor,positive[,negative]
     data_dir: str | None = None  # local twin of the hub data; default $CFTUNE_DATA_DIR, else the hub
@@ -123,11 +126,13 @@ def _finite(check: Callable[[float], bool]) -> Callable[[float], bool]:
 # setting adds a line. Types are already checked by _coerce; these are the values that would otherwise fail
 # late (temperature 0: a division by zero after the model loaded) or silently do something else
 # (max_steps -5: the trainer runs 3 epochs instead).
-CHECKS: list[tuple[str, Callable[[object], bool], str]] = [
+CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("prompt", _prompt_ok, "none, eol or a template containing {text} exactly once"),
     ("pooling", lambda v: v in POOLINGS, " or ".join(POOLINGS)),
     ("attention", lambda v: v in ATTENTIONS, " or ".join(ATTENTIONS)),
     ("finetune", lambda v: v in FINETUNES, " or ".join(FINETUNES)),
+    ("layers", lambda v: v >= 0, ">= 0 (0: all)"),
+    ("pooled_layers", lambda v: v >= 1, ">= 1"),
     ("max_rows", lambda v: v is None or v >= 1, "none or >= 1"),
     ("temperature", _finite(lambda v: v > 0), "> 0"),
     ("hardness", _finite(lambda v: v >= 0), ">= 0"),
@@ -198,7 +203,7 @@ def recipe_path(recipe: str | Path) -> Path:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> TrainConfig:
     """Defaults <- YAML recipe (a path or a shipped recipe's name) <- overrides ("lora.r=16" or a dict)."""
-    config, origins = TrainConfig(), {}  # setting -> the recipe file it came from, for error messages
+    config, origins = TrainConfig(), dict[str, str]()  # setting -> the recipe file it came from (for errors)
     if path is not None:
         path = recipe_path(path)
         try:
@@ -232,8 +237,8 @@ def config_to_dict(config: TrainConfig) -> dict:
 BOOKKEEPING = {"logging_steps"}
 
 
-def _flat(settings: dict, prefix: str = "") -> dict:
-    flat = {}
+def _flat(settings: dict, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
     for key, value in settings.items():
         flat |= _flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value}
     return flat

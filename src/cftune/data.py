@@ -258,6 +258,7 @@ def read_triplets(path: str | os.PathLike, *, skip_bad_rows: bool = False, max_r
                 raise DataFormatError(str(path), line_no, str(err)) from None
             skipped.append(f"{path}:{line_no}: {err}")
             continue
+        assert columns is not None  # made from the first row that is a record, as this one is
         for column, text in texts.items():
             columns[column].append(text)
         if max_rows is not None and len(columns["anchor"]) >= max_rows:
@@ -273,6 +274,7 @@ def load_training_data(spec: str, data_dir: str | None = None, *, skip_bad_rows:
     if spec != "nli":
         return read_triplets(spec, skip_bad_rows=skip_bad_rows, max_rows=max_rows)
     root = resolve_data_dir(data_dir)
+    path: str | Path
     if root is not None:
         files = sorted((root / "nli").glob("*.csv"))
         if not files:

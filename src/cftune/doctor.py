@@ -82,6 +82,25 @@ def _alias_lines() -> list[tuple[str, str]]:
     return lines
 
 
+def busy_cores(seconds: float = 0.5) -> float | None:
+    """How many cores other processes keep busy now, from /proc/stat over ``seconds`` (None where there is
+    no /proc/stat). The load average would not do: it trails by a minute, so it still counts a job that
+    just ended."""
+    def times() -> list[int]:
+        with open("/proc/stat", encoding="utf-8") as handle:
+            return [int(value) for value in handle.readline().split()[1:]]
+
+    try:
+        before = times()
+        time.sleep(seconds)
+        after = times()
+    except OSError:
+        return None
+    spent = [b - a for a, b in zip(before, after, strict=True)]
+    idle = spent[3] + (spent[4] if len(spent) > 4 else 0)  # idle + iowait
+    return (os.cpu_count() or 1) * (1 - idle / sum(spent)) if sum(spent) else 0.0
+
+
 def facts(data_dir: str | None = None, device: str | None = None) -> list[tuple[str, str]]:
     """(label, value) lines describing this machine and cftune's setup on it."""
     import torch
@@ -183,7 +202,8 @@ def benchmark(*, hidden_size: int = GEMMA3_270M["hidden_size"],
                               num_key_value_heads=num_key_value_heads, head_dim=head_dim, vocab_size=vocab_size,
                               query_pre_attn_scalar=head_dim, sliding_window=512, use_cache=False)
     torch.manual_seed(0)
-    model = Gemma3TextModel(config).to(device)  # fp32 weights, as cftune loads them; autocast does the rest
+    with torch.device(device):
+        model = Gemma3TextModel(config)  # fp32 weights, as cftune loads them; autocast does the rest
     ids = torch.randint(3, vocab_size, (batch_size, tokens), device=device)
     mask = torch.ones_like(ids)
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
@@ -233,15 +253,15 @@ def doctor(*, data_dir: str | None = None, device: str | None = None, run_benchm
     from cftune.config import load_config
     from cftune.io import format_duration
 
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    busy = busy_cores()  # before the benchmark, which would itself count
     estimate = benchmark(device=device)
     recipe = load_config("cpu-gemma3-270m")
     out("")
     out("estimates for Gemma 3 270M (gemma3-270m):")
     cores = usable_cores()
-    if estimate.device == "cpu" and load > cores / 2:
-        out(f"  WARNING: the CPU was busy (load {load:.1f} on {cores} cores): other processes share it, and "
-            "torch's threads then wait for each other, so these times can be several times too long")
+    if estimate.device == "cpu" and busy is not None and busy > cores / 4:
+        out(f"  WARNING: the CPU was busy ({busy:.1f} of {cores} cores in use by other processes): they share "
+            "it, and torch's threads then wait for each other, so these times can be several times too long")
     out(f"  forward pass, batch {estimate.batch_size} x {estimate.tokens} tokens: {estimate.forward_s:.2f} s")
     out(f"  full STS pass (9 tasks): {format_duration(estimate.sts_pass_s)} with --prompt eol, "
         f"{format_duration(estimate.sts_pass_none_s)} with --prompt none")

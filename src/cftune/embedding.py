@@ -102,7 +102,7 @@ def embed_file(model: SentenceTransformer, input_path: str | os.PathLike, out: s
                     vectors = torch.nn.functional.normalize(vectors, dim=-1)
                 array = vectors.cpu().numpy().astype(np.float32)
                 dimension = array.shape[1]
-                if raw is not None:
+                if raw is not None and ids_file is not None:
                     raw.write(array.tobytes())
                     ids_file.writelines(r.id + "\n" for r in chunk)
                 else:
@@ -117,7 +117,7 @@ def embed_file(model: SentenceTransformer, input_path: str | os.PathLike, out: s
             _raw_to_npy(raw_tmp, tmp, rows, dimension)
             tmp.replace(out)
             ids_tmp.replace(ids_path)
-        else:
+        elif writer is not None:
             writer.close()
             writer = None
             tmp.replace(out)

@@ -37,6 +37,7 @@ from cftune.reports import (
     ablation_markdown,
     plot_ablation,
     plot_base_vs_tuned,
+    plot_training_curve,
     reproduce_markdown,
     write_sts_report,
 )
@@ -80,13 +81,14 @@ def read_result(path: Path) -> StsResult:
 def ignore_heavy_files(runs: Path) -> None:
     """Models and checkpoints stay out of git, so a report folder can be committed as it is."""
     runs.mkdir(parents=True, exist_ok=True)
-    (runs / ".gitignore").write_text("*\n", encoding="utf-8")
+    write_atomic(runs / ".gitignore", "*\n")
 
 
 def base_embedder(config: TrainConfig, prompt: str | None = None):
-    """The untrained model with the design the configuration trains (its pooling and attention)."""
+    """The untrained model with the design the configuration trains (pooling, attention, layers)."""
     return load_embedder(config.model, prompt=prompt or config.prompt, pooling=config.pooling,
-                         attention=config.attention, inference=True)
+                         attention=config.attention, layers=config.layers, pooled_layers=config.pooled_layers,
+                         inference=True)
 
 
 def trained_embedder(run: Path):
@@ -157,8 +159,6 @@ def reproduce(out: str | Path, *, experiment: str = "cpu-small", models: list[st
 
 
 def write_reproduce_report(out: Path, configs: dict[str, TrainConfig], experiment: str, command: str) -> Path:
-    from cftune.training import plot_training_curve
-
     entries = {}
     for model, config in configs.items():
         folder, run = out / slug(model), out / "runs" / slug(model)
@@ -213,8 +213,8 @@ def ablate(out: str | Path, *, grid: dict[str, list[str]], steps: int, model: st
         raise ConfigError(f"--steps must be >= 1, got {steps}")
     parse_tasks(tasks)  # a mistyped task fails now, not after hours of training
     out = Path(out)
-    overrides = {"max_steps": steps, "warmup_steps": max(1, steps // 10), "eval_steps": 0, "save_steps": steps,
-                 "logging_steps": max(1, steps // 20)}
+    overrides: dict[str, object] = {"max_steps": steps, "warmup_steps": max(1, steps // 10), "eval_steps": 0,
+                                    "save_steps": steps, "logging_steps": max(1, steps // 20)}
     overrides |= {"model": model} if model else {}
     overrides |= {"data_dir": data_dir} if data_dir is not None else {}
     combos = ablation_configs(recipe, [*(f"{k}={v}" for k, v in overrides.items()), *(settings or [])], grid)

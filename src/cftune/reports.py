@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from cftune.data import STS_TASKS
@@ -107,7 +108,7 @@ def plot_base_vs_tuned(base: StsResult, tuned: StsResult, model: str, png_path: 
     return save_figure(fig, png_path)
 
 
-def plot_ablation(rows: list[dict], factor: str, png_path: Path, untrained: list[dict] = ()) -> Path:
+def plot_ablation(rows: list[dict], factor: str, png_path: Path, untrained: Sequence[dict] = ()) -> Path:
     """Average STS against one factor's levels, one line per setting of the other factors.
 
     ``untrained``: the model before training (one entry per prompt), drawn as dashed reference lines.

@@ -44,7 +44,7 @@ class Batcher:
                  wait_ms: float = 2.0, max_queue: int = 4096):
         self.model, self.max_batch, self.precision, self.enabled = model, max_batch, precision, enabled
         self.wait, self.max_queue = wait_ms / 1000, max_queue
-        self.queue: asyncio.Queue | None = None
+        self.queue: asyncio.Queue = asyncio.Queue()  # replaced by a fresh one on each start()
         self.waiting = 0  # texts in the queue; changed on the event loop only, so no lock
         self.lock = threading.Lock()  # one encode at a time: torch already uses every core
 

@@ -22,6 +22,7 @@ import shutil
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -30,7 +31,7 @@ from transformers import TrainerCallback
 from cftune.config import ConfigError, TrainConfig, check_same_config, config_to_dict, validate
 from cftune.data import load_sts_dev, load_training_data
 from cftune.io import format_duration, machine, replace_folder_atomically, write_atomic
-from cftune.models import load_embedder, merge_lora, resolve_precision
+from cftune.models import lm_body, load_embedder, merge_lora, resolve_precision
 from cftune.reports import plot_training_curve
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def build_loss(model, config: TrainConfig, world_size: int = 1):
         MultipleNegativesRankingLoss,
     )
 
-    kwargs = {"scale": 1.0 / config.temperature, "gather_across_devices": world_size > 1}
+    kwargs: dict[str, Any] = {"scale": 1.0 / config.temperature, "gather_across_devices": world_size > 1}
     if config.hardness:
         kwargs |= {"hardness_mode": "hard_negatives" if config.hard_negatives else "in_batch_negatives",
                    "hardness_strength": config.hardness}
@@ -63,10 +64,10 @@ def add_lora(model, config: TrainConfig) -> None:
     """Attach a fresh LoRA adapter to the transformer body; peft freezes every base weight."""
     from peft import LoraConfig, TaskType
 
-    targets = config.lora.target_modules
-    targets = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
-    if targets != "all-linear":
-        names = {name.rsplit(".", 1)[-1] for name, _ in model[0].auto_model.named_modules()}
+    spec = config.lora.target_modules
+    targets: str | list[str] = spec if spec == "all-linear" else [t.strip() for t in spec.split(",") if t.strip()]
+    if isinstance(targets, list):
+        names = {name.rsplit(".", 1)[-1] for name, _ in lm_body(model).named_modules()}
         missing = [t for t in targets if t not in names]
         if missing:
             raise ConfigError(f"lora.target_modules {missing} not in this model; linear layers named e.g. "
@@ -92,7 +93,7 @@ def freeze_token_embeddings(model) -> None:
     vocabulary); a few thousand sentences touch a sliver of its rows, and freezing it saves its gradient and
     its two AdamW moments.
     """
-    body = model[0].auto_model
+    body = lm_body(model)
     for parameter in body.parameters():
         parameter.requires_grad = True
     body.get_input_embeddings().weight.requires_grad = False
@@ -115,7 +116,7 @@ class EtaCallback(TrainerCallback):
     process (the first pays one-time setup) and then at every quarter. Dev evaluations and checkpoint saves
     between steps are included, so the estimate is of the whole stage."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.first_step = self.started = None
         self.reported: set[int] = set()
 
@@ -265,7 +266,8 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
     log.info("training on %d rows of %s (columns %s)", len(train_dataset), triplets.source, list(columns))
 
     torch.manual_seed(config.seed)
-    model = load_embedder(config.model, prompt=config.prompt, pooling=config.pooling, attention=config.attention)
+    model = load_embedder(config.model, prompt=config.prompt, pooling=config.pooling, attention=config.attention,
+                          layers=config.layers, pooled_layers=config.pooled_layers)
     model.max_seq_length = config.max_length
     if config.finetune == "full":
         freeze_token_embeddings(model)
