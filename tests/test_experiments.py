@@ -168,3 +168,19 @@ def test_quick_experiment_scores_its_own_tasks_and_says_it_is_quick(tiny_models,
     assert "(the quick version: a short training, 3 of the 9 STS tasks)" in (out / "report.md").read_text()
     # the training stage says how long it will take, measured on its first steps
     assert re.search(r"step 2/6: [0-9.]+ s per step, about [0-9.]+ (s|min) to go", caplog.text)
+
+
+def test_ablate_scores_the_untrained_model_the_grid_starts_from(tiny_models, data_dir, tmp_path):
+    """A grid over the design (here: layers) still has the recipe's untrained model as its reference."""
+    from cftune import evaluate_sts, load_embedder
+
+    model, out = str(tiny_models["gemma3_text"]), tmp_path / "ablation"
+    assert main(["ablate", "--model", model, "--grid", "layers=1", "--steps", "2", "--data-dir", data_dir,
+                 "--tasks", TASKS, "--set", "batch_size=8", "--set", "precision=float32", "--out", str(out)]) == 0
+    [untrained] = json.loads((out / "ablation.json").read_text())["untrained"]
+    # scored as ablate scores it (precision auto)
+    whole = evaluate_sts(load_embedder(model, prompt="eol"), TASKS, data_dir=data_dir, show_progress_bar=False)
+    one_layer = evaluate_sts(load_embedder(model, prompt="eol", layers=1), TASKS, data_dir=data_dir,
+                             show_progress_bar=False)
+    assert untrained["average"] == pytest.approx(whole.average, abs=1e-4)
+    assert abs(whole.average - one_layer.average) > 1e-3  # the check could tell the two apart

@@ -217,16 +217,18 @@ def ablate(out: str | Path, *, grid: dict[str, list[str]], steps: int, model: st
                                     "save_steps": steps, "logging_steps": max(1, steps // 20)}
     overrides |= {"model": model} if model else {}
     overrides |= {"data_dir": data_dir} if data_dir is not None else {}
-    combos = ablation_configs(recipe, [*(f"{k}={v}" for k, v in overrides.items()), *(settings or [])], grid)
+    fixed = [*(f"{k}={v}" for k, v in overrides.items()), *(settings or [])]
+    combos = ablation_configs(recipe, fixed, grid)
     ignore_heavy_files(out / "runs")
     first_config = next(iter(combos.values()))[1]
-    # the untrained model, once per prompt in the grid: the reference that shows what training bought
+    # the untrained model, once per prompt in the grid: the reference that shows what training bought. It has
+    # the recipe's design (with the fixed settings), not a grid point's: the model every point starts from.
+    start = load_config(recipe, fixed)
     base_points = {config.prompt: out / "points" / slug(f"untrained,prompt={config.prompt}")
                    for _, config in combos.values()}
-    stages = [eval_stage(f"STS of untrained {first_config.model} (prompt {prompt})",
-                         lambda p=prompt: base_embedder(first_config, p), path, tasks=tasks,
-                         data_dir=first_config.data_dir, meta={"model": f"{first_config.model} (untrained)",
-                                                               "command": command})
+    stages = [eval_stage(f"STS of untrained {start.model} (prompt {prompt})",
+                         lambda p=prompt: base_embedder(start, p), path, tasks=tasks,
+                         data_dir=start.data_dir, meta={"model": f"{start.model} (untrained)", "command": command})
               for prompt, path in base_points.items()]
     for name, (_, config) in combos.items():
         run = out / "runs" / slug(name)
