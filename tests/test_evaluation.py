@@ -82,3 +82,31 @@ def test_encoding_estimate_times_a_sample_spread_over_the_lengths(tiny_models, m
     assert lengths[0] <= 3 and lengths[-1] >= 38
     assert seconds > 0 and "for 800 sentences" in caplog.text
     assert evaluation.log_encoding_estimate(model, sentences[:100], batch_size=32, precision="float32") is None
+
+
+def test_scores_at_several_vector_lengths_from_one_pass(tiny_models, sts_dir, tmp_path, capsys):
+    from cftune.evaluation import evaluate_sts_dimensions
+    from conftest import assert_is_a_plot
+
+    embedder = load_embedder(str(tiny_models["qwen2"]))
+    full, cut = evaluate_sts_dimensions(embedder, "STS12,BIOSSES", [None, 8], data_dir=str(sts_dir),
+                                        precision="float32", show_progress_bar=False)
+    assert full.scores == pytest.approx(evaluate_sts(embedder, "STS12,BIOSSES", data_dir=str(sts_dir),
+                                                     precision="float32", show_progress_bar=False).scores)
+    assert (full.dimension, cut.dimension) == (32, 8)
+    rows = [json.loads(line) for line in open(sts_dir / "sts" / "STS12.jsonl")]
+    a = encode(embedder, [r["sentence1"] for r in rows], precision="float32")[:, :8]
+    b = encode(embedder, [r["sentence2"] for r in rows], precision="float32")[:, :8]
+    expected = spearman_x100(torch.nn.functional.cosine_similarity(a, b).numpy(), [r["score"] for r in rows])
+    assert cut.scores["STS12"] == pytest.approx(expected, abs=1e-4)
+
+    out = tmp_path / "dims"
+    assert main(["eval", "--model", str(tiny_models["qwen2"]), "--tasks", "STS12,BIOSSES", "--data-dir",
+                 str(sts_dir), "--precision", "float32", "--dim", "32,8", "--out", str(out)]) == 0
+    saved = json.loads(out.with_suffix(".json").read_text())["dimensions"]
+    assert [d["dimension"] for d in saved] == [32, 8] and saved[1]["scores"] == pytest.approx(cut.scores)
+    assert f"| 8 | {cut.scores['STS12']:.2f} |" in out.with_suffix(".md").read_text()
+    assert_is_a_plot(out.with_suffix(".png"), (480, 720))
+    assert main(["eval", "--model", str(tiny_models["qwen2"]), "--dim", "64", "--tasks", "STS12",
+                 "--data-dir", str(sts_dir)]) == 2
+    assert "dimension 64 is not between 1 and the model's 32" in capsys.readouterr().err

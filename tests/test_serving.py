@@ -69,18 +69,28 @@ def expected(tiny_models):
     return {text: v for text, v in zip(TEXTS, encode(model, TEXTS, precision="float32").numpy(), strict=True)}
 
 
+def unit(vector: np.ndarray) -> np.ndarray:
+    return vector / np.linalg.norm(vector)
+
+
 def test_embeddings_match_encode_as_floats_and_base64(server, expected):
     reply = httpx.post(f"{server}/v1/embeddings", json={"model": "tiny", "input": TEXTS[:3]})
     assert reply.status_code == 200, reply.text
     body = reply.json()
     assert body["object"] == "list" and body["model"] == "tiny" and body["usage"]["prompt_tokens"] > 0
     assert [d["index"] for d in body["data"]] == [0, 1, 2]
-    for d, text in zip(body["data"], TEXTS[:3], strict=True):
-        np.testing.assert_allclose(d["embedding"], expected[text], atol=1e-5)
+    for d, text in zip(body["data"], TEXTS[:3], strict=True):  # unit length by default, as OpenAI's
+        np.testing.assert_allclose(d["embedding"], unit(expected[text]), atol=1e-5)
 
     reply = httpx.post(f"{server}/v1/embeddings", json={"input": TEXTS[4], "encoding_format": "base64"})
     vector = np.frombuffer(base64.b64decode(reply.json()["data"][0]["embedding"]), dtype=np.float32)
-    np.testing.assert_allclose(vector, expected[TEXTS[4]], atol=1e-5)
+    np.testing.assert_allclose(vector, unit(expected[TEXTS[4]]), atol=1e-5)
+
+    # OpenAI's `dimensions`: the leading numbers, cut before normalizing (what a Matryoshka model is for)
+    reply = httpx.post(f"{server}/v1/embeddings", json={"input": TEXTS[:2], "dimensions": 8})
+    for d, text in zip(reply.json()["data"], TEXTS[:2], strict=True):
+        assert len(d["embedding"]) == 8
+        np.testing.assert_allclose(d["embedding"], unit(expected[text][:8]), atol=1e-5)
 
     assert httpx.get(f"{server}/v1/models").json()["data"][0]["id"] == "tiny"
     assert httpx.get(f"{server}/health").json()["status"] == "ok"
@@ -97,7 +107,8 @@ def test_embeddings_match_encode_as_floats_and_base64(server, expected):
     ({"input": ["a"] * 9}, 400, "9 items; at most 8"),
     ({"input": "word " * 60}, 400, r"input\[0\] has \d+ tokens; at most 40"),
     ({"input": "a", "encoding_format": "hex"}, 400, "encoding_format"),
-    ({"input": "a", "dimensions": 8}, 400, "dimensions"),
+    ({"input": "a", "dimensions": 0}, 400, "dimensions must be between 1 and 32, got 0"),
+    ({"input": "a", "dimensions": 33}, 400, "dimensions must be between 1 and 32, got 33"),
     ({"input": "a", "model": "gpt-4"}, 404, "not served here"),
     ("{not json", 400, "not valid JSON"),
     # JSON escapes of lone surrogates parse into Python strings that no tokenizer takes (they were 500s)
@@ -120,7 +131,7 @@ def test_500_concurrent_requests_from_16_clients(server, expected):
         reply = client.post(f"{server}/v1/embeddings", json={"input": texts})
         assert reply.status_code == 200, reply.text
         for d, text in zip(reply.json()["data"], texts, strict=True):
-            np.testing.assert_allclose(d["embedding"], expected[text], atol=1e-5)
+            np.testing.assert_allclose(d["embedding"], unit(expected[text]), atol=1e-5)
         return True
 
     with httpx.Client(limits=httpx.Limits(max_connections=16), timeout=60) as client, \
@@ -146,6 +157,19 @@ def test_api_key_is_required_on_every_request(tiny_models, monkeypatch):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_no_normalize_returns_the_model_s_own_vectors(tiny_models, expected):
+    from fastapi.testclient import TestClient
+
+    from cftune.serving import create_app
+
+    model = load_embedder(str(tiny_models["gemma3_text"]), prompt="eol")
+    with TestClient(create_app(model, "tiny", precision="float32", normalize=False)) as client:
+        data = client.post("/v1/embeddings", json={"input": TEXTS[:2], "dimensions": 5}).json()["data"]
+    assert abs(np.linalg.norm(expected[TEXTS[0]][:5]) - 1) > 0.01  # so unit length would be told apart
+    for d, text in zip(data, TEXTS[:2], strict=True):
+        np.testing.assert_allclose(d["embedding"], expected[text][:5], atol=1e-5)
 
 
 def rss_mib(pid: int) -> float:
@@ -360,3 +384,14 @@ def test_a_killed_embed_run_is_cleaned_up_by_the_next(tiny_models, tmp_path):
     small.write_text("one\n")
     embed_file(load_embedder(str(tiny_models["bert"])), small, tmp_path / "v.npy", show_progress_bar=False)
     assert temp_files() == [] and np.load(tmp_path / "v.npy").shape == (1, 32)
+
+
+def test_embed_dim_keeps_the_leading_numbers_then_normalizes(tiny_models, tmp_path, expected, capsys):
+    write_inputs(tmp_path)
+    out = tmp_path / "v.npy"
+    assert main(["embed", "--model", str(tiny_models["gemma3_text"]), "--prompt", "eol", "--precision", "float32",
+                 "--input", str(tmp_path / "in.txt"), "--out", str(out), "--dim", "8", "--normalize"]) == 0
+    np.testing.assert_allclose(np.load(out), np.stack([unit(expected[t][:8]) for t in TEXTS]), atol=1e-5)
+    assert main(["embed", "--model", str(tiny_models["gemma3_text"]), "--input", str(tmp_path / "in.txt"),
+                 "--out", str(out), "--dim", "0"]) == 2
+    assert "dimension must be between 1 and this model's 32, got 0" in capsys.readouterr().err

@@ -48,6 +48,21 @@ def test_loss_is_infonce_with_in_batch_and_hard_negatives(tiny_models, nli_dir, 
     assert float(loss) == pytest.approx(float(expected), rel=1e-5)
 
 
+@pytest.mark.parametrize("gradient_cache", [False, True])
+def test_matryoshka_loss_adds_infonce_at_each_leading_dimension(tiny_models, nli_dir, gradient_cache):
+    config = tiny_config(tiny_models, nli_dir, gradient_cache=gradient_cache, mini_batch_size=2,
+                         matryoshka_dims=[8, 32, 16])
+    model = load_embedder(config.model)
+    columns = [list(c) for c in zip(*TRIPLETS[:5], strict=True)]
+    with torch.no_grad():
+        vectors = [model(features(model, texts))["sentence_embedding"] for texts in columns]
+        expected = sum(hand_infonce(*(v[:, :dim] for v in vectors), 0.05) for dim in (32, 16, 8))
+    loss = build_loss(model, config)([features(model, texts) for texts in columns], torch.zeros(5)).detach()
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    with pytest.raises(ConfigError, match="matryoshka_dims: 64 is more than this model's 32"):
+        build_loss(model, load_config(overrides={"matryoshka_dims": "64,8"}))
+
+
 def test_lora_trains_only_adapter_weights(tiny_models, nli_dir):
     config = tiny_config(tiny_models, nli_dir)
     model = load_embedder(config.model)

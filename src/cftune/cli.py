@@ -8,30 +8,49 @@ import shlex
 import sys
 import time
 
-from cftune.errors import CftuneError
+from cftune.errors import CftuneError, ConfigError
 
 
 def _eval(args: argparse.Namespace) -> None:
     from cftune.data import parse_tasks
-    from cftune.evaluation import evaluate_sts
+    from cftune.evaluation import evaluate_sts_dimensions
     from cftune.io import machine
-    from cftune.reports import sts_table, write_sts_report
+    from cftune.reports import sts_table, write_dimensions_report, write_sts_report
 
     parse_tasks(args.tasks)  # a mistyped task fails now, not after the model has loaded
+    dimensions = parse_dimensions(args.dim) or [None]
     started = time.perf_counter()
     model = load_model(args)
-    result = evaluate_sts(model, args.tasks, data_dir=args.data_dir, batch_size=args.batch_size,
-                          precision=args.precision)
-    result.meta = {
-        "model": args.model + (f" + adapter {args.adapter}" if args.adapter else ""),
-        "command": args.command_line,
-        "machine": machine(),
-        "eval_seconds": round(time.perf_counter() - started, 1),
-    }
-    print(sts_table(result))
-    if args.out:
-        for path in write_sts_report(result, args.out):
-            print(f"wrote {path}")
+    results = evaluate_sts_dimensions(model, args.tasks, dimensions, data_dir=args.data_dir,
+                                      batch_size=args.batch_size, precision=args.precision)
+    meta = {"model": args.model + (f" + adapter {args.adapter}" if args.adapter else ""),
+            "command": args.command_line, "machine": machine(),
+            "eval_seconds": round(time.perf_counter() - started, 1)}
+    for result in results:
+        result.meta = dict(meta)
+    written: tuple = ()
+    if len(results) == 1:
+        print(sts_table(results[0]))
+        written = write_sts_report(results[0], args.out) if args.out else ()
+    else:  # one pass, several vector lengths: a table with a row per length, and a plot
+        written = write_dimensions_report(results, args.out) if args.out else ()
+        for result in results:
+            print(f"dimension {result.dimension}: average {result.average:.2f}")
+    for path in written:
+        print(f"wrote {path}")
+
+
+def parse_dimensions(text: str | None) -> list[int | None]:
+    """--dim "640,256,128" -> [640, 256, 128]; a mistake fails before the model loads."""
+    if not text:
+        return []
+    try:
+        dimensions: list[int | None] = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--dim expects whole numbers separated by commas, got {text!r}") from None
+    if any(d is None or d < 1 for d in dimensions):
+        raise ConfigError(f"--dim sizes must be >= 1, got {text!r}")
+    return dimensions
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -71,9 +90,11 @@ def _ablate(args: argparse.Namespace) -> None:
 
 def _embed(args: argparse.Namespace) -> None:
     from cftune.embedding import check_output_path, embed_file
+    from cftune.models import set_output_dimension
 
     check_output_path(args.out)  # a wrong --out fails now, not after the model loads and embeds everything
     model = load_model(args)
+    set_output_dimension(model, args.dim)
     summary = embed_file(model, args.input, args.out, column=args.column, id_column=args.id_column,
                          batch_size=args.batch_size, normalize=args.normalize, skip_bad_rows=args.skip_bad_rows,
                          precision=args.precision)
@@ -99,7 +120,7 @@ def _serve(args: argparse.Namespace) -> None:
     serve(model, args.name or args.model, host=args.host, port=args.port, max_batch=args.max_batch,
           max_tokens=args.max_tokens, api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
           precision=args.precision, batching=not args.no_batching, max_queue=args.max_queue,
-          max_request_bytes=args.max_request_bytes)
+          max_request_bytes=args.max_request_bytes, normalize=not args.no_normalize)
 
 
 def _doctor(args: argparse.Namespace) -> None:
@@ -156,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data-dir", help="folder with sts/<TASK>.jsonl (default: $CFTUNE_DATA_DIR, else the hub)")
     ev.add_argument("--out", help="write OUT.json and OUT.md, e.g. results/NAME")
     ev.add_argument("--batch-size", type=int, default=32, help="32 is fastest on a 2-core CPU (measured)")
+    ev.add_argument("--dim", help="score the vectors cut to their first N numbers (Matryoshka models); a comma "
+                                  "list scores each length from one encoding pass, e.g. 640,256,128,64")
     ev.set_defaults(run=_eval)
 
     tr = commands.add_parser("train", help="LoRA + InfoNCE fine-tuning on triplets",
@@ -222,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--out", required=True, help="vectors.npy (+ vectors.npy.ids.txt) or vectors.parquet")
     em.add_argument("--batch-size", type=int, default=32)
     em.add_argument("--normalize", action="store_true", help="unit-length vectors (dot product = cosine)")
+    em.add_argument("--dim", type=int, help="keep the first N numbers of each vector (Matryoshka models; "
+                                            "cut before --normalize)")
     em.add_argument("--skip-bad-rows", action="store_true", help="count and skip bad rows instead of stopping")
     em.set_defaults(run=_embed)
 
@@ -262,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $CFTUNE_API_KEY, "
                                       "else no key)")
     sv.add_argument("--no-batching", action="store_true", help="encode each request alone (for comparison)")
+    sv.add_argument("--no-normalize", action="store_true",
+                    help="return the raw vectors; by default they are unit length, as OpenAI's are")
     sv.set_defaults(run=_serve)
 
     dr = commands.add_parser("doctor", help="versions, hardware, precision, data and models found here",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,8 @@ class TrainConfig:
     hard_negatives: bool = True
     hardness: float = 0.0  # hard-negative penalisation strength (0 = plain InfoNCE)
     gradient_cache: bool = False  # CachedMultipleNegativesRankingLoss: big batches in small memory
+    # MatryoshkaLoss: the loss also at these leading dimensions, so vectors cut to them still work (empty: off)
+    matryoshka_dims: list[int] = field(default_factory=list)
     mini_batch_size: int = 16
     # optimisation (AdamW, cosine schedule with warmup)
     batch_size: int = 32  # triplets per device per step
@@ -74,6 +77,10 @@ def _coerce(value: str | object, kind, key: str):
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
             return None
         kind = next(a for a in origin_args if a is not type(None))
+    if typing.get_origin(kind) is list:
+        # a YAML list, or "640,256,128"; "+" also separates, so that one --grid level can hold a list
+        items = value if isinstance(value, list) else [v for v in re.split(r"[,+\s]+", str(value)) if v]
+        return [_coerce(item, typing.get_args(kind)[0], key) for item in items]
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -144,6 +151,7 @@ CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("weight_decay", _finite(lambda v: v >= 0), ">= 0"),
     ("max_length", lambda v: v >= 1, ">= 1"),
     ("precision", lambda v: v in PRECISIONS, " or ".join(PRECISIONS)),
+    ("matryoshka_dims", lambda v: all(d >= 1 for d in v) and len(set(v)) == len(v), "distinct sizes >= 1"),
     ("lora.r", lambda v: v >= 1, ">= 1"),
     ("lora.alpha", _finite(lambda v: v > 0), "> 0"),
     ("lora.dropout", _finite(lambda v: 0 <= v < 1), ">= 0 and < 1"),
@@ -217,13 +225,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
                 origins |= dict.fromkeys(_apply(config, str(key), value), str(path))
             except ConfigError as err:
                 raise ConfigError(f"{path}: {err}") from None
-    if isinstance(overrides, dict):
-        overrides = [f"{k}={v}" for k, v in overrides.items()]
-    for item in overrides or []:
+    pairs: list[tuple[str, object]] = []
+    if isinstance(overrides, dict):  # values as they are: a list stays a list
+        pairs = [(str(key), value) for key, value in overrides.items()]
+    for item in overrides if isinstance(overrides, list) else []:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set expects key=value, got {item!r}")
-        for name in _apply(config, key.strip(), value.strip()):
+        pairs.append((key.strip(), value.strip()))
+    for key, value in pairs:
+        for name in _apply(config, key, value):
             origins.pop(name, None)  # no longer the file's value
     return validate(config, origins)
 

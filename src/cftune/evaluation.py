@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
@@ -11,6 +12,7 @@ from scipy.stats import spearmanr
 from sentence_transformers import SentenceTransformer
 
 from cftune.data import load_sts_task, parse_tasks, resolve_data_dir
+from cftune.errors import ConfigError
 from cftune.io import format_duration
 from cftune.models import encode, prompt_of, resolve_precision
 
@@ -26,6 +28,7 @@ class StsResult:
     prompt: str | None
     sentences_encoded: int
     encode_seconds: float
+    dimension: int | None = None  # length of the vectors scored (None: not recorded, in older results)
     meta: dict = field(default_factory=dict)  # model name, command, machine: filled in by the caller
 
     @property
@@ -74,6 +77,26 @@ def evaluate_sts(
     show_progress_bar: bool = True,
 ) -> StsResult:
     """Score ``model`` on STS tasks; every distinct sentence of all tasks is encoded once, batched."""
+    return evaluate_sts_dimensions(model, tasks, [None], data_dir=data_dir, batch_size=batch_size,
+                                   precision=precision, show_progress_bar=show_progress_bar)[0]
+
+
+def evaluate_sts_dimensions(
+    model: SentenceTransformer,
+    tasks: str | list[str] | None,
+    dimensions: Sequence[int | None],
+    *,
+    data_dir: str | None = None,
+    batch_size: int = 32,
+    precision: str = "auto",
+    show_progress_bar: bool = True,
+) -> list[StsResult]:
+    """Score ``model`` with its vectors cut to each of ``dimensions`` (None: as the model returns them), from
+    one encoding pass: a Matryoshka model's leading dimensions are its shorter vectors."""
+    size = model.get_embedding_dimension()
+    for dimension in dimensions:  # checked before the long part
+        if dimension is not None and size is not None and not 1 <= dimension <= size:
+            raise ConfigError(f"dimension {dimension} is not between 1 and the model's {size}")
     data_root = resolve_data_dir(data_dir)
     task_pairs = [load_sts_task(task, data_root) for task in parse_tasks(tasks)]
     sentences = list(dict.fromkeys(s for p in task_pairs for s in (*p.sentence1, *p.sentence2)))
@@ -84,22 +107,24 @@ def evaluate_sts(
         log_encoding_estimate(model, sentences, batch_size, precision)
 
     start = time.perf_counter()
-    vectors = encode(model, sentences, batch_size=batch_size, precision=precision,
-                     show_progress_bar=show_progress_bar)
+    full = encode(model, sentences, batch_size=batch_size, precision=precision, show_progress_bar=show_progress_bar)
     seconds = time.perf_counter() - start
-    vectors = torch.nn.functional.normalize(vectors, dim=-1)
-
-    scores = {}
-    for pairs in task_pairs:
-        a = vectors[[index[s] for s in pairs.sentence1]]
-        b = vectors[[index[s] for s in pairs.sentence2]]
-        scores[pairs.task] = spearman_x100((a * b).sum(-1).cpu().numpy(), pairs.scores)
-    return StsResult(
-        scores=scores,
-        pairs={p.task: len(p) for p in task_pairs},
-        sources={p.task: p.source for p in task_pairs},
-        precision=precision,
-        prompt=prompt_of(model),
-        sentences_encoded=len(sentences),
-        encode_seconds=round(seconds, 2),
-    )
+    results = []
+    for dimension in dimensions:
+        vectors = torch.nn.functional.normalize(full[:, :dimension], dim=-1)
+        scores = {}
+        for pairs in task_pairs:
+            a = vectors[[index[s] for s in pairs.sentence1]]
+            b = vectors[[index[s] for s in pairs.sentence2]]
+            scores[pairs.task] = spearman_x100((a * b).sum(-1).cpu().numpy(), pairs.scores)
+        results.append(StsResult(
+            scores=scores,
+            pairs={p.task: len(p) for p in task_pairs},
+            sources={p.task: p.source for p in task_pairs},
+            precision=precision,
+            prompt=prompt_of(model),
+            sentences_encoded=len(sentences),
+            encode_seconds=round(seconds, 2),
+            dimension=vectors.shape[1],
+        ))
+    return results

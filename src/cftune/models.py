@@ -437,6 +437,18 @@ def autocast(precision: str, device: torch.device | str):
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
+def set_output_dimension(model: SentenceTransformer, dimension: int | None) -> None:
+    """Make ``model`` return only the leading ``dimension`` numbers of each vector (None: all of them).
+
+    That is what a Matryoshka-trained model is for; sentence-transformers' ``truncate_dim`` does the cut.
+    """
+    model.truncate_dim = None  # get_embedding_dimension counts a cut already made
+    full = model.get_embedding_dimension()
+    if dimension is not None and not 1 <= dimension <= (full or dimension):
+        raise ConfigError(f"dimension must be between 1 and this model's {full}, got {dimension}")
+    model.truncate_dim = dimension
+
+
 def encode(
     model: SentenceTransformer,
     texts: list[str],

@@ -43,6 +43,33 @@ def write_sts_report(result: StsResult, out: str | os.PathLike) -> tuple[Path, P
     return json_path, md_path
 
 
+def dimensions_markdown(results: Sequence[StsResult]) -> str:
+    """One model's STS scores with its vectors cut to several lengths: a row per length."""
+    meta, tasks = results[0].meta, list(results[0].scores)
+    lines = [f"# STS by vector length: {meta.get('model', 'model')}", ""]
+    if meta.get("command"):
+        lines += ["Command:", "", f"    {meta['command']}", ""]
+    lines += [f"- precision: {results[0].precision}; one encoding pass of {results[0].sentences_encoded} distinct "
+              f"sentences ({results[0].encode_seconds:.1f} s), each length scored from the leading numbers of "
+              "the same vectors, renormalized", ""]
+    lines += [f"- {key}: {value}" for key, value in meta.items() if key not in ("model", "command")]
+    lines += ["", *_task_header(tasks, ["dimension"])]
+    for result in results:
+        lines.append(_row([str(result.dimension), *[f"{result.scores[t]:.2f}" for t in tasks],
+                           f"**{result.average:.2f}**"]))
+    return "\n".join(lines) + "\n"
+
+
+def write_dimensions_report(results: Sequence[StsResult], out: str | os.PathLike) -> tuple[Path, Path, Path]:
+    """results/NAME -> NAME.json (a result per length), NAME.md (the table) and NAME.png (average by length)."""
+    out = Path(out)
+    json_path, md_path, png_path = (out.with_name(out.name + suffix) for suffix in (".json", ".md", ".png"))
+    write_atomic(json_path, json.dumps({"dimensions": [r.to_dict() for r in results]}, indent=2) + "\n")
+    write_atomic(md_path, dimensions_markdown(results))
+    plot_dimensions({results[0].meta.get("model", "model"): results}, png_path)
+    return json_path, md_path, png_path
+
+
 # --------------------------------------------------------------------------------------------- figures
 
 # Published figures shown beside measured ones, never mixed with them. Averages over the same 9 tasks.
@@ -105,6 +132,21 @@ def plot_base_vs_tuned(base: StsResult, tuned: StsResult, model: str, png_path: 
     ax.set_ylabel("Spearman x100")
     ax.set_title(f"{model}: STS before and after contrastive fine-tuning")
     ax.legend()
+    return save_figure(fig, png_path)
+
+
+def plot_dimensions(series: dict[str, Sequence[StsResult]], png_path: Path) -> Path:
+    """Average STS against vector length (log scale), a line per model: how much a shorter vector costs."""
+    fig, ax = _pyplot().subplots(figsize=(6, 4))
+    for label, results in series.items():
+        ax.plot([r.dimension for r in results], [r.average for r in results], "o-", label=label)
+    ax.set_xscale("log", base=2)
+    lengths = sorted({r.dimension for results in series.values() for r in results if r.dimension})
+    ax.set_xticks(lengths, [str(d) for d in lengths])
+    ax.set_xlabel("vector length (leading dimensions kept)")
+    ax.set_ylabel("average Spearman x100")
+    ax.set_title("STS by vector length")
+    ax.legend(fontsize=7)
     return save_figure(fig, png_path)
 
 

@@ -140,13 +140,15 @@ class EmbeddingRequest(BaseModel):
 
 def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 256, max_tokens: int = 512,
                api_key: str | None = None, precision: str = "auto", batching: bool = True,
-               max_queue: int = 4096, max_request_bytes: int = 8 * 2**20):
+               max_queue: int = 4096, max_request_bytes: int = 8 * 2**20, normalize: bool = True):
     """The FastAPI app: /v1/embeddings, /v1/models and /health, OpenAI's request and response shapes.
 
     Nothing slow runs on the event loop (tokenizing and encoding run on threads), so /health and small
     requests stay fast while big ones are worked on; bodies over ``max_request_bytes`` get a 413 (by
     Content-Length before reading, else as soon as the streamed body passes the limit), and more than
-    ``max_queue`` waiting texts a 429.
+    ``max_queue`` waiting texts a 429. Vectors are unit length unless ``normalize`` is off, as OpenAI's are;
+    a request's ``dimensions`` keeps each vector's leading numbers (for Matryoshka models), cut before the
+    normalization.
     """
     from fastapi import FastAPI, Request
     from fastapi.concurrency import run_in_threadpool
@@ -157,6 +159,7 @@ def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 
 
     batcher = Batcher(model, max_batch=max_batch, precision=precision, enabled=batching, max_queue=max_queue)
     count_tokens = token_counter(model.tokenizer)
+    full_dimension = model.get_embedding_dimension()
     max_chars = max_tokens * MAX_CHARS_PER_TOKEN
 
     @contextlib.asynccontextmanager
@@ -234,8 +237,9 @@ def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 
         if body.encoding_format not in ("float", "base64"):
             return error(400, f"encoding_format must be 'float' or 'base64', got {body.encoding_format!r}",
                          "encoding_format")
-        if body.dimensions is not None:
-            return error(400, "dimensions is not supported: this model has one output size", "dimensions")
+        if body.dimensions is not None and not 1 <= body.dimensions <= (full_dimension or body.dimensions):
+            return error(400, f"dimensions must be between 1 and {full_dimension}, got {body.dimensions}",
+                         "dimensions")
         if not texts:
             return error(400, "input must not be empty", "input")
         if len(texts) > max_batch:
@@ -259,8 +263,11 @@ def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 
             vectors = await batcher.embed(texts)
         except QueueFull as err:
             return error(429, str(err), kind="rate_limit_error")
+        vectors = vectors[:, :body.dimensions]  # None keeps them all
+        if normalize:
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         data = []
-        for i, vector in enumerate(vectors):  # float32 already: encode returns float32
+        for i, vector in enumerate(vectors.astype(np.float32)):
             payload = base64.b64encode(vector.tobytes()).decode() if body.encoding_format == "base64" \
                 else vector.tolist()
             data.append({"object": "embedding", "index": i, "embedding": payload})

@@ -44,10 +44,12 @@ def build_loss(model, config: TrainConfig, world_size: int = 1):
 
     Hard negatives are the dataset's third column (drop it to switch them off); penalising hard negatives
     is MNRL's hardness weighting; gradient caching is its cached variant; with several processes the
-    negatives are gathered from all of them.
+    negatives are gathered from all of them. With ``matryoshka_dims``, MatryoshkaLoss (Kusupati et al. 2022,
+    arXiv 2205.13147) adds the same loss on the vectors cut to each of those leading dimensions.
     """
     from sentence_transformers.sentence_transformer.losses import (
         CachedMultipleNegativesRankingLoss,
+        MatryoshkaLoss,
         MultipleNegativesRankingLoss,
     )
 
@@ -55,9 +57,18 @@ def build_loss(model, config: TrainConfig, world_size: int = 1):
     if config.hardness:
         kwargs |= {"hardness_mode": "hard_negatives" if config.hard_negatives else "in_batch_negatives",
                    "hardness_strength": config.hardness}
+    loss: torch.nn.Module
     if config.gradient_cache:
-        return CachedMultipleNegativesRankingLoss(model, mini_batch_size=config.mini_batch_size, **kwargs)
-    return MultipleNegativesRankingLoss(model, **kwargs)
+        loss = CachedMultipleNegativesRankingLoss(model, mini_batch_size=config.mini_batch_size, **kwargs)
+    else:
+        loss = MultipleNegativesRankingLoss(model, **kwargs)
+    if not config.matryoshka_dims:
+        return loss
+    full = model.get_embedding_dimension()
+    if max(config.matryoshka_dims) > full:
+        raise ConfigError(f"matryoshka_dims: {max(config.matryoshka_dims)} is more than this model's {full} "
+                          "dimensions")
+    return MatryoshkaLoss(model, loss, sorted(config.matryoshka_dims, reverse=True))
 
 
 def add_lora(model, config: TrainConfig) -> None:
