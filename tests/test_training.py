@@ -200,3 +200,46 @@ def test_config_from_yaml_and_overrides(tmp_path):
                          (["novalue"], "key=value")]:
         with pytest.raises(ConfigError, match=message):
             load_config(recipe, bad)
+
+
+def tensorboard_scalars(folder) -> dict[str, list[float]]:
+    """Every scalar in the TensorBoard event files under ``folder``, read record by record (length, crc,
+    event, crc), with tensorboardX's own protobuf classes."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    scalars: dict[str, list[float]] = {}
+    for path in sorted(folder.rglob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        at = 0
+        while at < len(data):
+            (length,) = struct.unpack("<Q", data[at:at + 8])
+            event = Event.FromString(data[at + 12:at + 12 + length])
+            at += 12 + length + 4
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append(value.simple_value)
+    return scalars
+
+
+def test_report_to_tensorboard_gets_the_logged_losses(tiny_models, nli_dir, tmp_path):
+    pytest.importorskip("tensorboardX")
+    run = train(tiny_config(tiny_models, nli_dir, report_to=["tensorboard"], eval_steps=0, max_steps=4,
+                            logging_steps=1), tmp_path / "run")
+    logged = [row["loss"] for row in map(json.loads, (run / "train_log.jsonl").read_text().splitlines())
+              if "loss" in row]
+    assert tensorboard_scalars(run / "checkpoints")["train/loss"] == pytest.approx(logged, rel=1e-5)
+
+
+def test_a_tracker_that_is_not_installed_stops_training_before_the_model_loads(tiny_models, nli_dir, tmp_path,
+                                                                                monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else
+                        real_find_spec(name, *a))
+    monkeypatch.setattr("cftune.training.load_embedder", lambda *a, **k: pytest.fail("the model was loaded"))
+    with pytest.raises(ConfigError, match=r"report_to: wandb is not installed here \(pip install wandb\)"):
+        train(tiny_config(tiny_models, nli_dir, report_to="wandb"), tmp_path / "run")
+    with pytest.raises(ConfigError, match="report_to: must be a list of tensorboard, trackio, wandb"):
+        tiny_config(tiny_models, nli_dir, report_to="tensorbored")

@@ -67,6 +67,9 @@ class TrainConfig:
     eval_steps: int = 100  # STS-B dev Spearman every N steps; the best checkpoint is kept (0: no dev, keep last)
     save_steps: int = 100
     logging_steps: int = 10
+    # trackers that also receive the trainer's logs (loss, lr, dev score): tensorboard, trackio, wandb; the
+    # run folder's train_log.jsonl is written either way
+    report_to: list[str] = field(default_factory=list)
     seed: int = 42
 
 
@@ -129,6 +132,10 @@ def _finite(check: Callable[[float], bool]) -> Callable[[float], bool]:
     return lambda value: math.isfinite(value) and check(value)  # nan and inf fail every comparison we mean
 
 
+# Experiment trackers the trainer can report to -> the packages that provide them (any one will do)
+TRACKERS = {"tensorboard": ("tensorboard", "tensorboardX"), "trackio": ("trackio",), "wandb": ("wandb",)}
+
+
 # What every setting must be, checked when a config is loaded, before any model or data is read; a new
 # setting adds a line. Types are already checked by _coerce; these are the values that would otherwise fail
 # late (temperature 0: a division by zero after the model loaded) or silently do something else
@@ -158,6 +165,7 @@ CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("eval_steps", lambda v: v >= 0, ">= 0 (0: no dev set)"),
     ("save_steps", lambda v: v >= 1, ">= 1"),
     ("logging_steps", lambda v: v >= 1, ">= 1"),
+    ("report_to", lambda v: set(v) <= set(TRACKERS), "a list of " + ", ".join(TRACKERS)),
 ]
 
 
@@ -245,7 +253,7 @@ def config_to_dict(config: TrainConfig) -> dict:
 
 # Settings that change how a run is recorded, not what it computes; every other setting (a new one too)
 # counts as changing the result, so a run folder is continued only with the settings that started it.
-BOOKKEEPING = {"logging_steps"}
+BOOKKEEPING = {"logging_steps", "report_to"}
 
 
 def _flat(settings: dict, prefix: str = "") -> dict[str, Any]:

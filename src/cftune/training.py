@@ -28,7 +28,7 @@ import torch
 import yaml
 from transformers import TrainerCallback
 
-from cftune.config import ConfigError, TrainConfig, check_same_config, config_to_dict, validate
+from cftune.config import TRACKERS, ConfigError, TrainConfig, check_same_config, config_to_dict, validate
 from cftune.data import load_sts_dev, load_training_data
 from cftune.io import format_duration, machine, replace_folder_atomically, write_atomic
 from cftune.models import lm_body, load_embedder, merge_lora, resolve_precision
@@ -235,6 +235,15 @@ def cut_log(log_path: Path, checkpoint: Path) -> None:
     write_atomic(log_path, "".join(json.dumps({"step": entry["step"], **entry}) + "\n" for entry in history))
 
 
+def check_trackers_installed(trackers: list[str]) -> None:
+    """A missing tracker package fails now, with the install command, not after the model has loaded."""
+    import importlib.util
+
+    for tracker in trackers:
+        if not any(importlib.util.find_spec(package) for package in TRACKERS[tracker]):
+            raise ConfigError(f"report_to: {tracker} is not installed here (pip install {TRACKERS[tracker][0]})")
+
+
 def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbacks: tuple = ()) -> Path:
     """Fine-tune ``config.model`` on triplets; returns the run folder holding the best model.
 
@@ -246,6 +255,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
     from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
 
     validate(config)  # load_config did, but a TrainConfig may also be built in Python
+    check_trackers_installed(config.report_to)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     check_run_folder(out, config, resume)
@@ -316,7 +326,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
         seed=config.seed,
         data_seed=config.seed,
         dataloader_drop_last=True,
-        report_to="none",
+        report_to=config.report_to or "none",
     )
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=train_dataset,
