@@ -110,6 +110,8 @@ def test_embeddings_match_encode_as_floats_and_base64(server, expected):
     ({"input": "a", "dimensions": 0}, 400, "dimensions must be between 1 and 32, got 0"),
     ({"input": "a", "dimensions": 33}, 400, "dimensions must be between 1 and 32, got 33"),
     ({"input": "a", "model": "gpt-4"}, 404, "not served here"),
+    ({"input": "a", "embedding_type": "int8"}, 400, "embedding_type"),
+    ({"input": "a", "embedding_type": "binary", "dimensions": 12}, 400, "multiple of 8"),
     ("{not json", 400, "not valid JSON"),
     # JSON escapes of lone surrogates parse into Python strings that no tokenizer takes (they were 500s)
     ({"input": ["ok", "ok", "ok", "\ud800"]}, 400, r"input\[3\] is not valid Unicode"),
@@ -170,6 +172,35 @@ def test_no_normalize_returns_the_model_s_own_vectors(tiny_models, expected):
     assert abs(np.linalg.norm(expected[TEXTS[0]][:5]) - 1) > 0.01  # so unit length would be told apart
     for d, text in zip(data, TEXTS[:2], strict=True):
         np.testing.assert_allclose(d["embedding"], expected[text][:5], atol=1e-5)
+
+
+def test_binary_embeddings_are_the_packed_signs(server, expected):
+    reply = httpx.post(f"{server}/v1/embeddings", json={"input": TEXTS[:2], "embedding_type": "ubinary",
+                                                         "dimensions": 16})
+    signed = httpx.post(f"{server}/v1/embeddings", json={"input": TEXTS[:2], "embedding_type": "binary"})
+    for d, s, text in zip(reply.json()["data"], signed.json()["data"], TEXTS[:2], strict=True):
+        assert d["embedding"] == np.packbits(expected[text][:16] > 0).tolist()  # 2 bytes for 16 numbers
+        assert s["embedding"] == (np.packbits(expected[text] > 0).astype(int) - 128).tolist()
+
+
+def test_metrics_count_requests_texts_and_batches(tiny_models):
+    from fastapi.testclient import TestClient
+
+    from cftune.serving import create_app
+
+    model = load_embedder(str(tiny_models["gemma3_text"]), prompt="eol")
+    with TestClient(create_app(model, "tiny", precision="float32")) as client:
+        assert client.post("/v1/embeddings", json={"input": TEXTS[:2]}).status_code == 200
+        assert client.post("/v1/embeddings", json={"input": TEXTS[3]}).status_code == 200
+        assert client.post("/v1/embeddings", json={"input": ""}).status_code == 400
+        reply = client.get("/metrics")
+    assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/plain")
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+              for line in reply.text.splitlines() if line and not line.startswith("#")}
+    assert values['cftune_requests_total{status="200"}'] == 2 and values['cftune_requests_total{status="400"}'] == 1
+    assert values["cftune_texts_embedded_total"] == 3 and values["cftune_request_seconds_count"] == 3
+    assert values["cftune_batch_texts_count"] == 2 and values["cftune_batch_texts_sum"] == 3
+    assert values["cftune_tokens_total"] > 3
 
 
 def rss_mib(pid: int) -> float:

@@ -14,6 +14,7 @@ import hmac
 import logging
 import threading
 import time
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -26,6 +27,24 @@ API_KEY_ENV = "CFTUNE_API_KEY"
 # No real vocabulary averages more than a few characters a token, so a text over 64 characters per allowed token
 # is refused without tokenizing it: tokenizing a 10 MB text to learn that it is too long costs seconds.
 MAX_CHARS_PER_TOKEN = 64
+
+
+class Metrics:
+    """What /metrics tells Prometheus, on a registry of the app's own (prometheus_client)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("cftune_requests", "embedding requests answered, by HTTP status", ["status"],
+                                registry=self.registry)
+        self.seconds = Histogram("cftune_request_seconds", "time to answer an embedding request",
+                                 registry=self.registry)
+        self.texts = Counter("cftune_texts_embedded", "texts embedded", registry=self.registry)
+        self.tokens = Counter("cftune_tokens", "tokens in the texts embedded", registry=self.registry)
+        self.batch = Histogram("cftune_batch_texts", "texts per shared encode batch", registry=self.registry,
+                               buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
+        self.waiting = Gauge("cftune_queue_texts", "texts waiting for the encoder", registry=self.registry)
 
 
 class QueueFull(Exception):
@@ -41,8 +60,9 @@ class Batcher:
     """
 
     def __init__(self, model: SentenceTransformer, *, max_batch: int, precision: str, enabled: bool = True,
-                 wait_ms: float = 2.0, max_queue: int = 4096):
+                 wait_ms: float = 2.0, max_queue: int = 4096, metrics: Metrics | None = None):
         self.model, self.max_batch, self.precision, self.enabled = model, max_batch, precision, enabled
+        self.metrics = metrics
         self.wait, self.max_queue = wait_ms / 1000, max_queue
         self.queue: asyncio.Queue = asyncio.Queue()  # replaced by a fresh one on each start()
         self.waiting = 0  # texts in the queue; changed on the event loop only, so no lock
@@ -91,6 +111,9 @@ class Batcher:
             if not jobs:
                 continue
             texts = [t for job_texts, _ in jobs for t in job_texts]
+            if self.metrics:
+                self.metrics.batch.observe(len(texts))
+                self.metrics.waiting.set(self.waiting)
             try:
                 vectors = await asyncio.to_thread(self._encode, texts)
             except Exception as err:  # noqa: BLE001 - every waiting request must hear of it
@@ -136,6 +159,9 @@ class EmbeddingRequest(BaseModel):
     model: str | None = None
     encoding_format: str = "float"
     dimensions: int | None = None
+    # not OpenAI's: "binary" or "ubinary" packs each number's sign into one bit (dimension / 8 bytes), with
+    # sentence-transformers' quantize_embeddings; int8 is not offered, as it needs calibration ranges
+    embedding_type: Literal["float", "binary", "ubinary"] = "float"
 
 
 def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 256, max_tokens: int = 512,
@@ -153,11 +179,13 @@ def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 
     from fastapi import FastAPI, Request
     from fastapi.concurrency import run_in_threadpool
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, Response
     from starlette.datastructures import Headers
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    batcher = Batcher(model, max_batch=max_batch, precision=precision, enabled=batching, max_queue=max_queue)
+    metrics = Metrics()
+    batcher = Batcher(model, max_batch=max_batch, precision=precision, enabled=batching, max_queue=max_queue,
+                      metrics=metrics)
     count_tokens = token_counter(model.tokenizer)
     full_dimension = model.get_embedding_dimension()
     max_chars = max_tokens * MAX_CHARS_PER_TOKEN
@@ -220,6 +248,22 @@ def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 
                              kind="authentication_error")
         return await call_next(request)
 
+    @app.middleware("http")
+    async def count_embedding_requests(request: Request, call_next):
+        if request.url.path != "/v1/embeddings":
+            return await call_next(request)
+        with metrics.seconds.time():
+            response = await call_next(request)
+        metrics.requests.labels(status=str(response.status_code)).inc()
+        return response
+
+    @app.get("/metrics")
+    async def prometheus_metrics():
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        metrics.waiting.set(batcher.waiting)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
     @app.get("/health")
     async def health():
         return {"status": "ok", "model": model_name}
@@ -237,6 +281,9 @@ def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 
         if body.encoding_format not in ("float", "base64"):
             return error(400, f"encoding_format must be 'float' or 'base64', got {body.encoding_format!r}",
                          "encoding_format")
+        if body.embedding_type != "float" and (body.dimensions or full_dimension or 8) % 8:
+            return error(400, "binary embeddings pack 8 numbers a byte: dimensions must be a multiple of 8",
+                         "dimensions")
         if body.dimensions is not None and not 1 <= body.dimensions <= (full_dimension or body.dimensions):
             return error(400, f"dimensions must be between 1 and {full_dimension}, got {body.dimensions}",
                          "dimensions")
@@ -266,12 +313,20 @@ def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 
         vectors = vectors[:, :body.dimensions]  # None keeps them all
         if normalize:
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        if body.embedding_type != "float":
+            from sentence_transformers.util.quantization import quantize_embeddings
+
+            vectors = np.asarray(quantize_embeddings(vectors, body.embedding_type))  # bytes of packed bits
+        else:
+            vectors = vectors.astype(np.float32)
         data = []
-        for i, vector in enumerate(vectors.astype(np.float32)):
+        for i, vector in enumerate(vectors):
             payload = base64.b64encode(vector.tobytes()).decode() if body.encoding_format == "base64" \
                 else vector.tolist()
             data.append({"object": "embedding", "index": i, "embedding": payload})
         tokens = sum(counts)
+        metrics.texts.inc(len(texts))
+        metrics.tokens.inc(tokens)
         return {"object": "list", "data": data, "model": model_name,
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
