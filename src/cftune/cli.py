@@ -12,15 +12,40 @@ from cftune.errors import CftuneError, ConfigError
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from cftune.data import parse_tasks
+    from cftune.data import load_retrieval_set, parse_tasks
+
+    sts = args.tasks != "none"
+    if sts:
+        parse_tasks(args.tasks)  # a mistyped task fails now, not after the model has loaded
+    if args.retrieval:
+        load_retrieval_set(args.retrieval)  # so does a bad retrieval file (it is read again, cheaply, later)
+    dimensions = parse_dimensions(args.dim) or [None]
+    model = load_model(args)
+    if sts:
+        _eval_sts(args, model, dimensions)
+    if args.retrieval:
+        _eval_retrieval(args, model)
+
+
+def _eval_retrieval(args: argparse.Namespace, model) -> None:
+    from cftune.evaluation import evaluate_retrieval
+    from cftune.io import machine
+    from cftune.reports import retrieval_table, write_retrieval_report
+
+    result = evaluate_retrieval(model, args.retrieval, batch_size=args.batch_size, precision=args.precision)
+    result.meta = {"model": args.model + (f" + adapter {args.adapter}" if args.adapter else ""),
+                   "command": args.command_line, "machine": machine()}
+    print(retrieval_table(result))
+    for path in write_retrieval_report(result, args.out) if args.out else ():
+        print(f"wrote {path}")
+
+
+def _eval_sts(args: argparse.Namespace, model, dimensions: list[int | None]) -> None:
     from cftune.evaluation import evaluate_sts_dimensions
     from cftune.io import machine
     from cftune.reports import sts_table, write_dimensions_report, write_sts_report
 
-    parse_tasks(args.tasks)  # a mistyped task fails now, not after the model has loaded
-    dimensions = parse_dimensions(args.dim) or [None]
     started = time.perf_counter()
-    model = load_model(args)
     results = evaluate_sts_dimensions(model, args.tasks, dimensions, data_dir=args.data_dir,
                                       batch_size=args.batch_size, precision=args.precision)
     meta = {"model": args.model + (f" + adapter {args.adapter}" if args.adapter else ""),
@@ -173,7 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev = commands.add_parser("eval", help="Spearman x100 on the 9 STS tasks",
                              description="Score a model on the STS benchmarks (cosine vs gold, Spearman x100).")
     add_model_arguments(ev)
-    ev.add_argument("--tasks", default="all", help="all, or a comma list such as STS12,SICK-R")
+    ev.add_argument("--tasks", default="all", help="all, a comma list such as STS12,SICK-R, or none (with "
+                                                   "--retrieval: search only)")
+    ev.add_argument("--retrieval", metavar="DIR", help="also score search on your own files: DIR holds "
+                    "corpus.jsonl, queries.jsonl and qrels/test.tsv or qrels.jsonl (the BEIR layout); "
+                    "nDCG@10, MRR@10, recall@100")
     ev.add_argument("--data-dir", help="folder with sts/<TASK>.jsonl (default: $CFTUNE_DATA_DIR, else the hub)")
     ev.add_argument("--out", help="write OUT.json and OUT.md, e.g. results/NAME")
     ev.add_argument("--batch-size", type=int, default=32, help="32 is fastest on a 2-core CPU (measured)")

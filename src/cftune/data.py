@@ -344,3 +344,87 @@ def iter_texts(path: str | os.PathLike, *, column: str = "text", id_column: str 
                 skipped.append(f"{path}:{number}: {err}")
             continue
         yield TextRow(row_id, text)
+
+
+# --------------------------------------------------------------------------------------------- retrieval
+
+
+@dataclass
+class RetrievalSet:
+    """A user's search benchmark: queries, a corpus and which documents answer which query."""
+
+    queries: dict[str, str]
+    corpus: dict[str, str]
+    relevant: dict[str, set[str]]  # query id -> ids of the documents judged relevant (score > 0)
+    source: str
+
+
+def _id_text_file(path: Path) -> dict[str, str]:
+    """BEIR's corpus.jsonl / queries.jsonl: {"_id", "text"[, "title"]} a line; a title is put before the text."""
+    if not path.is_file():
+        raise DataFormatError(str(path), None, "file not found")
+    texts: dict[str, str] = {}
+    for line_no, record in _records(path):
+        if isinstance(record, Exception):
+            raise DataFormatError(str(path), line_no, str(record))
+        key, text = record.get("_id"), record.get("text")
+        if not isinstance(key, (str, int)) or not isinstance(text, str) or not text.strip():
+            raise DataFormatError(str(path), line_no, 'expected {"_id": ..., "text": "..."} with a non-empty text')
+        title = record.get("title")
+        texts[str(key)] = f"{title} {text}" if isinstance(title, str) and title.strip() else text
+    if not texts:
+        raise DataFormatError(str(path), None, "no records")
+    return texts
+
+
+def _judgements(folder: Path) -> tuple[Path, list[tuple[int, str, str, float]]]:
+    """qrels.jsonl ({"query-id", "corpus-id", "score"} a line) or BEIR's qrels/test.tsv (the same, tab-separated,
+    under a header line) -> (file, [(line, query id, document id, score)])."""
+    import csv
+
+    rows = []
+    if (folder / "qrels.jsonl").is_file():
+        path = folder / "qrels.jsonl"
+        for line_no, record in _records(path):
+            if isinstance(record, Exception):
+                raise DataFormatError(str(path), line_no, str(record))
+            rows.append((line_no, record.get("query-id"), record.get("corpus-id"), record.get("score", 1)))
+    elif (folder / "qrels" / "test.tsv").is_file():
+        path = folder / "qrels" / "test.tsv"
+        with path.open(encoding="utf-8", newline="") as handle:
+            for line_no, values in enumerate(csv.reader(handle, delimiter="\t"), start=1):
+                if line_no == 1 or not values:
+                    continue  # the header: query-id, corpus-id, score
+                if len(values) != 3:
+                    raise DataFormatError(str(path), line_no, f"expected 3 tab-separated fields, got {len(values)}")
+                rows.append((line_no, values[0], values[1], values[2]))
+    else:
+        raise DataFormatError(str(folder), None, "no relevance judgements: qrels.jsonl or qrels/test.tsv")
+    parsed = []
+    for line_no, query, document, score in rows:
+        try:
+            parsed.append((line_no, str(query), str(document), float(score)))
+        except (TypeError, ValueError):
+            raise DataFormatError(str(path), line_no, f"score must be a number, got {score!r}") from None
+        if query is None or document is None:
+            raise DataFormatError(str(path), line_no, "needs query-id and corpus-id")
+    return path, parsed
+
+
+def load_retrieval_set(folder: str | os.PathLike) -> RetrievalSet:
+    """A folder in the BEIR layout: corpus.jsonl, queries.jsonl, and qrels/test.tsv or qrels.jsonl."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataFormatError(str(folder), None, "not a folder (expected corpus.jsonl, queries.jsonl, qrels)")
+    corpus, queries = _id_text_file(folder / "corpus.jsonl"), _id_text_file(folder / "queries.jsonl")
+    path, judgements = _judgements(folder)
+    relevant: dict[str, set[str]] = {}
+    for line_no, query, document, score in judgements:
+        for kind, key, known in (("query", query, queries), ("document", document, corpus)):
+            if key not in known:
+                raise DataFormatError(str(path), line_no, f"{kind} id {key!r} is not in the {kind} file")
+        if score > 0:
+            relevant.setdefault(query, set()).add(document)
+    if not relevant:
+        raise DataFormatError(str(path), None, "no judgement with a score above 0")
+    return RetrievalSet(queries, corpus, relevant, str(folder))

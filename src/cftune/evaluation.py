@@ -6,15 +6,16 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 import torch
 from scipy.stats import spearmanr
 from sentence_transformers import SentenceTransformer
 
-from cftune.data import load_sts_task, parse_tasks, resolve_data_dir
+from cftune.data import load_retrieval_set, load_sts_task, parse_tasks, resolve_data_dir
 from cftune.errors import ConfigError
 from cftune.io import format_duration
-from cftune.models import encode, prompt_of, resolve_precision
+from cftune.models import autocast, encode, prompt_of, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -128,3 +129,47 @@ def evaluate_sts_dimensions(
             dimension=vectors.shape[1],
         ))
     return results
+
+
+# --------------------------------------------------------------------------------------------- retrieval
+
+RETRIEVAL_METRICS = {"nDCG@10": "cosine_ndcg@10", "MRR@10": "cosine_mrr@10", "recall@100": "cosine_recall@100"}
+
+
+@dataclass
+class RetrievalResult:
+    scores: dict[str, float]  # metric -> x100, as the STS scores
+    queries: int
+    documents: int
+    source: str
+    precision: str
+    seconds: float
+    meta: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def evaluate_retrieval(model: SentenceTransformer, folder: str, *, batch_size: int = 32, precision: str = "auto",
+                       show_progress_bar: bool = True) -> RetrievalResult:
+    """nDCG@10, MRR@10 and recall@100 of cosine search over a user's corpus, by sentence-transformers'
+    InformationRetrievalEvaluator. Queries and documents get the model's prompt alike."""
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+
+    data = load_retrieval_set(folder)
+    queries: dict[str, Any] = dict(data.queries)  # the evaluator's types take images and audio too
+    corpus: dict[str, Any] = dict(data.corpus)
+    evaluator = InformationRetrievalEvaluator(
+        queries, corpus, data.relevant, mrr_at_k=[10], ndcg_at_k=[10], accuracy_at_k=[1],
+        precision_recall_at_k=[100], map_at_k=[100], batch_size=batch_size, show_progress_bar=show_progress_bar,
+        write_csv=False, name="retrieval")
+    precision = resolve_precision(precision, model.device)
+    log.info("retrieval: %d queries against %d documents (%s)", len(evaluator.queries), len(data.corpus),
+             precision)
+    started = time.perf_counter()
+    with autocast(precision, model.device):
+        metrics = evaluator(model)
+    return RetrievalResult(
+        scores={name: 100 * float(metrics[f"retrieval_{key}"]) for name, key in RETRIEVAL_METRICS.items()},
+        queries=len(evaluator.queries), documents=len(data.corpus), source=data.source, precision=precision,
+        seconds=round(time.perf_counter() - started, 2))

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cftune.data import STS_TASKS
-from cftune.evaluation import StsResult
+from cftune.evaluation import RetrievalResult, StsResult
 from cftune.io import atomic_file, write_atomic
 
 
@@ -68,6 +68,28 @@ def write_dimensions_report(results: Sequence[StsResult], out: str | os.PathLike
     write_atomic(md_path, dimensions_markdown(results))
     plot_dimensions({results[0].meta.get("model", "model"): results}, png_path)
     return json_path, md_path, png_path
+
+
+def retrieval_table(result: RetrievalResult) -> str:
+    rows = ["| metric | x100 |", "|---|---:|"]
+    rows += [f"| {metric} | {score:.2f} |" for metric, score in result.scores.items()]
+    return "\n".join(rows)
+
+
+def write_retrieval_report(result: RetrievalResult, out: str | os.PathLike) -> tuple[Path, Path]:
+    """results/NAME -> results/NAME.retrieval.json and results/NAME.retrieval.md."""
+    out = Path(out)
+    json_path, md_path = out.with_name(out.name + ".retrieval.json"), out.with_name(out.name + ".retrieval.md")
+    write_atomic(json_path, json.dumps(result.to_dict(), indent=2) + "\n")
+    meta = result.meta
+    lines = [f"# Retrieval: {meta.get('model', 'model')}", ""]
+    if meta.get("command"):
+        lines += ["Command:", "", f"    {meta['command']}", ""]
+    lines += [f"- data: {result.source}: {result.queries} queries with judgements, {result.documents} documents",
+              f"- cosine search by sentence-transformers' InformationRetrievalEvaluator, {result.precision}, "
+              f"{result.seconds:.1f} s", f"- machine: {meta.get('machine', '?')}", "", retrieval_table(result), ""]
+    write_atomic(md_path, "\n".join(lines))
+    return json_path, md_path
 
 
 # --------------------------------------------------------------------------------------------- figures
