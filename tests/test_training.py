@@ -1,3 +1,4 @@
+import csv
 import json
 import os
 import socket
@@ -243,3 +244,22 @@ def test_a_tracker_that_is_not_installed_stops_training_before_the_model_loads(t
         train(tiny_config(tiny_models, nli_dir, report_to="wandb"), tmp_path / "run")
     with pytest.raises(ConfigError, match="report_to: must be a list of tensorboard, trackio, wandb"):
         tiny_config(tiny_models, nli_dir, report_to="tensorbored")
+
+
+def test_several_hard_negatives_are_all_candidates_and_train_reads_them(tiny_models, nli_dir, tmp_path):
+    rows = TRIPLETS[:24]
+    data = tmp_path / "mined.csv"
+    with data.open("w", newline="") as handle:  # what `cftune mine --negatives 2` writes
+        writer = csv.writer(handle)
+        writer.writerow(["anchor", "positive", "negative_1", "negative_2"])
+        writer.writerows((a, p, n, rows[(i + 5) % len(rows)][2]) for i, (a, p, n) in enumerate(rows))
+    config = tiny_config(tiny_models, nli_dir, data=str(data), max_steps=2, eval_steps=0, batch_size=4)
+    model = load_embedder(config.model)
+    columns = [[row[c] for row in list(csv.reader(data.open()))[1:6]] for c in range(4)]
+    with torch.no_grad():
+        a, p, n1, n2 = (model(features(model, texts))["sentence_embedding"] for texts in columns)
+        expected = hand_infonce(a, p, torch.cat([n1, n2]), 0.05)
+    loss = build_loss(model, config)([features(model, texts) for texts in columns], torch.zeros(5)).detach()
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    run = train(config, tmp_path / "run")
+    assert json.loads((run / "train_summary.json").read_text())["steps"] == 2

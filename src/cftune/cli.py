@@ -113,6 +113,20 @@ def _ablate(args: argparse.Namespace) -> None:
     print(f"wrote {report}")
 
 
+def _mine(args: argparse.Namespace) -> None:
+    from cftune.data import read_triplets
+    from cftune.mining import check_mined_output, mine
+
+    check_mined_output(args.out)  # a wrong --out or a bad pairs file fails now, before the model loads
+    read_triplets(args.input)
+    summary = mine(load_model(args), args.input, args.out, negatives=args.negatives, range_min=args.range_min,
+                   range_max=args.range_max, margin=args.margin, relative=not args.absolute_margin,
+                   sampling=args.sampling, batch_size=args.batch_size, precision=args.precision)
+    print(f"wrote {summary.out}: {summary.rows} rows with {summary.negatives} hard negatives each; "
+          f"{summary.skipped} pairs skipped (fewer than {summary.negatives} candidates passed the guards) "
+          f"in {summary.seconds:.1f} s (train on it: cftune train --data {summary.out})")
+
+
 def _embed(args: argparse.Namespace) -> None:
     from cftune.embedding import check_output_path, embed_file
     from cftune.models import set_output_dimension
@@ -263,6 +277,25 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--tasks", default="all", help="STS tasks to score each configuration on (default: all 9)")
     ab.add_argument("--out", required=True, help="report folder, e.g. reports/NAME")
     ab.set_defaults(run=_ablate)
+
+    mi = commands.add_parser("mine", help="add hard negatives to (anchor, positive) pairs, for train --data",
+                             description="Find hard negatives for each pair among all positives with a model "
+                                         "(sentence-transformers' mine_hard_negatives) and write anchor, positive, "
+                                         "negative_1..n rows.")
+    add_model_arguments(mi)
+    mi.add_argument("--input", required=True, help="CSV/JSONL of anchor,positive (SimCSE headers work too)")
+    mi.add_argument("--out", required=True, help="mined.csv or mined.jsonl")
+    mi.add_argument("--negatives", type=int, default=3, help="hard negatives per row (default: 3)")
+    mi.add_argument("--range-min", type=int, default=10,
+                    help="skip the anchor's N nearest texts, likely unmarked positives (default: 10)")
+    mi.add_argument("--range-max", type=int, default=50, help="look no further than the N nearest (default: 50)")
+    mi.add_argument("--margin", type=float, default=0.05, help="a negative scores at least this far below the "
+                    "anchor's positive: a fraction of its score (default: 0.05, NV-Retriever's choice)")
+    mi.add_argument("--absolute-margin", action="store_true", help="read --margin as a cosine difference")
+    mi.add_argument("--sampling", choices=["top", "random"], default="top",
+                    help="the hardest candidates that pass, or a random choice of them")
+    mi.add_argument("--batch-size", type=int, default=32)
+    mi.set_defaults(run=_mine)
 
     em = commands.add_parser("embed", help="embed every text of a file into .npy or .parquet",
                              description="Stream a .txt (a text a line), .jsonl, .csv or .parquet file through "

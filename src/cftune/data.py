@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,7 +152,7 @@ STSB_DEV = StsTask("STSBenchmark.dev", "mteb/stsbenchmark-sts", split="validatio
 
 @dataclass
 class Triplets:
-    columns: dict[str, list[str]]  # anchor, positive[, negative]
+    columns: dict[str, list[str]]  # anchor, positive[, negative][, negative_1..n]
     source: str
     skipped: list[str]  # "file:line: problem" of each row dropped by skip_bad_rows
 
@@ -165,6 +166,9 @@ def _triplet_columns(header: list[str], source: str) -> dict[str, str]:
         match = next((h for h in header if h in names), None)
         if match is not None:
             found[column] = match
+    # several hard negatives: negative_1..n (as `cftune mine` writes them), in their numeric order
+    numbered = [h for h in header if re.fullmatch(r"negative_[0-9]+", h)]
+    found |= {name: name for name in sorted(numbered, key=lambda h: int(h.split("_")[1]))}
     for required in ("anchor", "positive"):
         if required not in found:
             raise DataFormatError(source, 1, f"no {required} column: expected one of "

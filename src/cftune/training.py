@@ -275,8 +275,8 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
         log.warning("skipped %d bad rows of %s, first: %s", len(triplets.skipped), triplets.source,
                     triplets.skipped[0])
     columns = dict(triplets.columns)
-    if not config.hard_negatives:
-        columns.pop("negative", None)
+    if not config.hard_negatives:  # in-batch negatives only
+        columns = {name: texts for name, texts in columns.items() if not name.startswith("negative")}
     train_dataset = datasets.Dataset.from_dict(columns)
     # every process needs a full batch (the last partial one is dropped): fewer rows would train nothing
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

@@ -1,0 +1,91 @@
+"""`cftune mine`: hard negatives for (anchor, positive) pairs, found with any model cftune loads.
+
+The search and the guards against false negatives are sentence-transformers' ``mine_hard_negatives``: each
+anchor's nearest texts among all positives, skipping the closest ``range_min`` (likely paraphrases, so
+unmarked positives), looking no further than ``range_max``, and keeping only candidates at least
+``margin`` below the anchor's own positive (NV-Retriever's TopK-PercPos when relative). The result is a
+``anchor, positive, negative_1..n`` file that ``cftune train --data`` takes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from sentence_transformers import SentenceTransformer
+
+from cftune.data import read_triplets
+from cftune.errors import ConfigError
+from cftune.io import atomic_file
+from cftune.models import autocast, resolve_precision
+
+log = logging.getLogger(__name__)
+MINED_FORMATS = (".csv", ".jsonl")
+
+
+@dataclass
+class MiningSummary:
+    out: Path
+    rows: int  # rows written, each with all its negatives
+    skipped: int  # pairs for which fewer than ``negatives`` candidates passed the guards
+    negatives: int
+    seconds: float
+
+
+def check_mined_output(out: str | os.PathLike) -> Path:
+    out = Path(out)
+    if out.suffix not in MINED_FORMATS:
+        raise ConfigError(f"{out}: output must end in {' or '.join(MINED_FORMATS)}")
+    if not out.parent.is_dir():
+        raise ConfigError(f"{out}: folder {out.parent} does not exist")
+    return out
+
+
+def mine(model: SentenceTransformer, pairs_path: str | os.PathLike, out: str | os.PathLike, *, negatives: int = 3,
+         range_min: int = 10, range_max: int = 50, margin: float = 0.05, relative: bool = True,
+         sampling: Literal["top", "random"] = "top", batch_size: int = 32, precision: str = "auto") -> MiningSummary:
+    """Add ``negatives`` hard negatives to each (anchor, positive) row of ``pairs_path``; write ``out``.
+
+    ``margin``: a candidate must score below the positive by this much (a fraction of the positive's score
+    when ``relative``, else in cosine). Rows without enough candidates are left out and counted.
+    """
+    from datasets import Dataset
+    from sentence_transformers.util import mine_hard_negatives
+
+    out = check_mined_output(out)
+    if negatives < 1 or not 0 <= range_min < range_max or margin < 0 or sampling not in ("top", "random"):
+        raise ConfigError(f"mine: needs negatives >= 1, 0 <= range_min < range_max, margin >= 0 and sampling "
+                          f"top or random; got {negatives}, {range_min}, {range_max}, {margin}, {sampling!r}")
+    pairs = read_triplets(pairs_path)
+    dataset = Dataset.from_dict({"anchor": pairs.columns["anchor"], "positive": pairs.columns["positive"]})
+    started = time.perf_counter()
+    with autocast(resolve_precision(precision, model.device), model.device):
+        mined = mine_hard_negatives(
+            dataset, model, anchor_column_name="anchor", positive_column_name="positive", range_min=range_min,
+            range_max=range_max, num_negatives=negatives, sampling_strategy=sampling,
+            relative_margin=margin if relative else None, absolute_margin=None if relative else margin,
+            output_format="n-tuple", batch_size=batch_size, verbose=False)
+    rows = mined.to_list()
+    with atomic_file(out) as tmp:
+        _write_rows(tmp, out.suffix, ["anchor", "positive", *(f"negative_{i}" for i in range(1, negatives + 1))],
+                    rows)
+    summary = MiningSummary(out, len(rows), len(dataset) - len(rows), negatives, time.perf_counter() - started)
+    log.info("mined %d rows with %d negatives each into %s; %d pairs had too few candidates", summary.rows,
+             negatives, out, summary.skipped)
+    return summary
+
+
+def _write_rows(path: Path, suffix: str, columns: list[str], rows: list[dict]) -> None:
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        if suffix == ".csv":
+            writer = csv.writer(handle)
+            writer.writerow(columns)
+            writer.writerows([row[c] for c in columns] for row in rows)
+        else:
+            handle.writelines(json.dumps({c: row[c] for c in columns}, ensure_ascii=False) + "\n" for row in rows)
