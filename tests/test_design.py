@@ -6,7 +6,7 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from cftune import ModelSourceError, encode, load_embedder
-from cftune.config import load_config
+from cftune.config import ConfigError, load_config
 from cftune.models import attention_of, layers_of, pooling_of
 from cftune.training import add_lora, freeze_token_embeddings
 from conftest import CORPUS
@@ -205,3 +205,44 @@ def test_pooled_layers_is_the_mean_of_the_last_layers_states(tiny_models, tmp_pa
     assert layers_of(load_embedder(str(tmp_path / "saved"))) == (2, 2)
     with pytest.raises(ModelSourceError, match="pooled_layers must be between 1 and the 1 layers kept"):
         load_embedder(str(folder), layers=1, pooled_layers=2)
+
+
+def test_query_and_document_prompts_are_trained_saved_and_used_by_plain_sentence_transformers(
+        tiny_models, nli_dir, tmp_path, monkeypatch):
+    from sentence_transformers import SentenceTransformer as PlainST
+
+    from cftune.training import train
+
+    prompts_seen = []
+    real_preprocess = PlainST.preprocess
+
+    def recording_preprocess(self, inputs, *args, prompt=None, **kwargs):
+        prompts_seen.append(prompt)
+        return real_preprocess(self, inputs, *args, prompt=prompt, **kwargs)
+
+    monkeypatch.setattr(PlainST, "preprocess", recording_preprocess)
+    config = load_config(overrides={"model": str(tiny_models["gemma3_text"]), "data_dir": str(nli_dir),
+                                    "prompt": "eol", "query_prompt": "query: ", "document_prompt": "passage: ",
+                                    "pooling": "mean",  # a tiny random model's EOS state barely sees the text
+                                    "max_steps": 2, "batch_size": 8, "eval_steps": 0, "save_steps": 2,
+                                    "precision": "float32", "lora.dropout": 0.0})
+    run = train(config, tmp_path / "run")
+    monkeypatch.undo()
+    # the collator tokenizes each batch column by column: anchor with the query prompt, the rest as documents
+    # (the model card's widget examples are embedded without prompts: they are not training batches)
+    batches = [p for p in prompts_seen if p is not None]
+    assert len(batches) >= 6 and batches == ["query: ", "passage: ", "passage: "] * (len(batches) // 3)
+
+    plain = SentenceTransformer(str(run), device="cpu")
+    assert plain.prompts["query"] == "query: " and plain.prompts["document"] == "passage: "
+    ours = load_embedder(str(run))
+    as_query = encode(ours, TEXTS, precision="float32", prompt_name="query").numpy()
+    np.testing.assert_allclose(plain.encode_query(TEXTS), as_query, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(plain.encode_document(TEXTS),
+                               encode(ours, TEXTS, precision="float32", prompt_name="document").numpy(), atol=1e-5)
+    # the named prompt goes before the text, inside the eol template: the same as writing it there
+    np.testing.assert_allclose(as_query, encode(ours, [f"query: {t}" for t in TEXTS], precision="float32").numpy(),
+                               atol=1e-5, rtol=0)
+    assert not np.allclose(as_query, encode(ours, TEXTS, precision="float32").numpy(), atol=1e-3)
+    with pytest.raises(ConfigError, match="prompt name 'passage': this model has"):
+        encode(ours, TEXTS, prompt_name="passage")

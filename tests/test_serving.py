@@ -111,6 +111,7 @@ def test_embeddings_match_encode_as_floats_and_base64(server, expected):
     ({"input": "a", "dimensions": 33}, 400, "dimensions must be between 1 and 32, got 33"),
     ({"input": "a", "model": "gpt-4"}, 404, "not served here"),
     ({"input": "a", "embedding_type": "int8"}, 400, "embedding_type"),
+    ({"input": "a", "prompt_name": "passage"}, 400, "prompt_name 'passage' is not one of this model's prompts"),
     ({"input": "a", "embedding_type": "binary", "dimensions": 12}, 400, "multiple of 8"),
     ("{not json", 400, "not valid JSON"),
     # JSON escapes of lone surrogates parse into Python strings that no tokenizer takes (they were 500s)
@@ -159,6 +160,21 @@ def test_api_key_is_required_on_every_request(tiny_models, monkeypatch):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_a_request_can_name_the_query_or_document_prompt(tiny_models):
+    from fastapi.testclient import TestClient
+
+    from cftune.serving import create_app
+
+    # mean pooling: a tiny random model's EOS state barely depends on the text, its token mean does
+    model = load_embedder(str(tiny_models["gemma3_text"]), prompt="eol", pooling="mean")
+    model.prompts = {"query": "query: ", "document": "passage: "}
+    want = encode(model, TEXTS[:2], precision="float32", prompt_name="document").numpy()
+    with TestClient(create_app(model, "tiny", precision="float32", normalize=False)) as client:
+        data = client.post("/v1/embeddings", json={"input": TEXTS[:2], "prompt_name": "document"}).json()["data"]
+    np.testing.assert_allclose([d["embedding"] for d in data], want, atol=1e-5)
+    assert not np.allclose(want, encode(model, TEXTS[:2], precision="float32").numpy(), atol=1e-3)
 
 
 def test_no_normalize_returns_the_model_s_own_vectors(tiny_models, expected):
@@ -426,3 +442,18 @@ def test_embed_dim_keeps_the_leading_numbers_then_normalizes(tiny_models, tmp_pa
     assert main(["embed", "--model", str(tiny_models["gemma3_text"]), "--input", str(tmp_path / "in.txt"),
                  "--out", str(out), "--dim", "0"]) == 2
     assert "dimension must be between 1 and this model's 32, got 0" in capsys.readouterr().err
+
+
+def test_embed_prompt_name_uses_the_saved_models_prompt(tiny_models, tmp_path, capsys):
+    model = load_embedder(str(tiny_models["gemma3_text"]), prompt="eol", pooling="mean")
+    model.prompts = {"query": "query: ", "document": "passage: "}
+    model.save(str(tmp_path / "model"))
+    write_inputs(tmp_path)
+    out = tmp_path / "q.npy"
+    assert main(["embed", "--model", str(tmp_path / "model"), "--input", str(tmp_path / "in.txt"), "--out", str(out),
+                 "--prompt-name", "query", "--precision", "float32"]) == 0
+    np.testing.assert_allclose(np.load(out), encode(model, TEXTS, precision="float32", prompt_name="query").numpy(),
+                               atol=1e-5)
+    assert main(["embed", "--model", str(tmp_path / "model"), "--input", str(tmp_path / "in.txt"), "--out",
+                 str(out), "--prompt-name", "passage"]) == 2
+    assert "prompt name 'passage': this model has query, document" in capsys.readouterr().err

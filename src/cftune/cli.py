@@ -136,7 +136,7 @@ def _embed(args: argparse.Namespace) -> None:
     set_output_dimension(model, args.dim)
     summary = embed_file(model, args.input, args.out, column=args.column, id_column=args.id_column,
                          batch_size=args.batch_size, normalize=args.normalize, skip_bad_rows=args.skip_bad_rows,
-                         precision=args.precision)
+                         precision=args.precision, prompt_name=args.prompt_name)
     print(f"wrote {summary.out}: {summary.rows} vectors of {summary.dimension} floats in {summary.seconds:.1f} s"
           + (f" ({summary.rows / summary.seconds:.1f} texts/s)" if summary.seconds else ""))
     if summary.skipped:
@@ -307,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--out", required=True, help="vectors.npy (+ vectors.npy.ids.txt) or vectors.parquet")
     em.add_argument("--batch-size", type=int, default=32)
     em.add_argument("--normalize", action="store_true", help="unit-length vectors (dot product = cosine)")
+    em.add_argument("--prompt-name", help="a named prompt of the model, put before each text: query or document "
+                                          "(models trained with query_prompt / document_prompt)")
     em.add_argument("--dim", type=int, help="keep the first N numbers of each vector (Matryoshka models; "
                                             "cut before --normalize)")
     em.add_argument("--skip-bad-rows", action="store_true", help="count and skip bad rows instead of stopping")

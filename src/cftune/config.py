@@ -35,6 +35,11 @@ class LoraSettings:
 class TrainConfig:
     model: str = "gemma3-270m"
     prompt: str = "none"  # none | eol | template with {text}; the same at training and evaluation
+    # named prompts for search, put before the text (inside the template): the query prompt goes on the anchor
+    # column, the document prompt on positives and negatives; a saved model keeps them as its "query" and
+    # "document" prompts (sentence-transformers' encode_query / encode_document). Empty: none.
+    query_prompt: str = ""
+    document_prompt: str = ""
     # the embedder's design (see cftune.models): the paper's choice is the default of each
     pooling: str = "lasttoken"  # lasttoken (EOS state) | mean | weightedmean (SGPT position weights)
     attention: str = "causal"  # causal | bidirectional (Gemma 3, as EmbeddingGemma)

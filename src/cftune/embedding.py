@@ -72,7 +72,7 @@ def check_output_path(out: str | os.PathLike) -> Path:
 def embed_file(model: SentenceTransformer, input_path: str | os.PathLike, out: str | os.PathLike, *,
                column: str = "text", id_column: str | None = None, batch_size: int = 32, normalize: bool = False,
                skip_bad_rows: bool = False, precision: str = "auto", chunk_rows: int = 4096,
-               show_progress_bar: bool = True) -> EmbedSummary:
+               show_progress_bar: bool = True, prompt_name: str | None = None) -> EmbedSummary:
     """Embed every text of a file, streaming it chunk by chunk; the output appears only when complete.
 
     ``.npy`` gets the vectors (float32, one row per text) and ``<out>.ids.txt`` their ids, a line each;
@@ -97,7 +97,8 @@ def embed_file(model: SentenceTransformer, input_path: str | os.PathLike, out: s
             texts = iter_texts(input_path, column=column, id_column=id_column, skip_bad_rows=skip_bad_rows,
                                skipped=skipped)
             for chunk in _chunks(texts, chunk_rows):
-                vectors = encode(model, [r.text for r in chunk], batch_size=batch_size, precision=precision)
+                vectors = encode(model, [r.text for r in chunk], batch_size=batch_size, precision=precision,
+                                 prompt_name=prompt_name)
                 if normalize:
                     vectors = torch.nn.functional.normalize(vectors, dim=-1)
                 array = vectors.cpu().numpy().astype(np.float32)

@@ -153,7 +153,8 @@ class RetrievalResult:
 def evaluate_retrieval(model: SentenceTransformer, folder: str, *, batch_size: int = 32, precision: str = "auto",
                        show_progress_bar: bool = True) -> RetrievalResult:
     """nDCG@10, MRR@10 and recall@100 of cosine search over a user's corpus, by sentence-transformers'
-    InformationRetrievalEvaluator. Queries and documents get the model's prompt alike."""
+    InformationRetrievalEvaluator. Queries get the model's "query" prompt and documents its "document" prompt
+    when it has them (a model trained with query_prompt / document_prompt)."""
     from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 
     data = load_retrieval_set(folder)
@@ -162,7 +163,9 @@ def evaluate_retrieval(model: SentenceTransformer, folder: str, *, batch_size: i
     evaluator = InformationRetrievalEvaluator(
         queries, corpus, data.relevant, mrr_at_k=[10], ndcg_at_k=[10], accuracy_at_k=[1],
         precision_recall_at_k=[100], map_at_k=[100], batch_size=batch_size, show_progress_bar=show_progress_bar,
-        write_csv=False, name="retrieval")
+        write_csv=False, name="retrieval",
+        query_prompt_name="query" if model.prompts.get("query") else None,
+        corpus_prompt_name="document" if model.prompts.get("document") else None)
     precision = resolve_precision(precision, model.device)
     log.info("retrieval: %d queries against %d documents (%s)", len(evaluator.queries), len(data.corpus),
              precision)

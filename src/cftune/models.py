@@ -156,7 +156,11 @@ _TEMPLATE_MARK = "cftune-prompt:"
 
 
 def embedding_chat_template(tokenizer, template: str) -> str:
-    """A Jinja chat template that renders `[BOS] prefix text suffix EOS` for the last message."""
+    """A Jinja chat template that renders `[BOS] prefix <named prompt>text suffix EOS` for the last message.
+
+    A named prompt (``encode(prompt_name="query")``, ``encode_query``) reaches a chat template as a system
+    message (sentence-transformers' message format); it is put before the text, as sentence-transformers
+    puts a prompt before plain text."""
     if tokenizer.eos_token is None:
         raise ModelSourceError("this tokenizer has no EOS token, so it cannot be EOS-pooled")
     prefix, suffix = template.split("{text}")
@@ -166,8 +170,12 @@ def embedding_chat_template(tokenizer, template: str) -> str:
         f"{{#- {_TEMPLATE_MARK} {json.dumps(template)} -#}}"
         "{%- set text = messages[-1]['content'] -%}"
         "{%- if text is not string -%}{%- set text = text | map(attribute='text') | join(' ') -%}{%- endif -%}"
+        "{%- set named = namespace(prompt='') -%}"
+        "{%- for m in messages[:-1] if m['role'] == 'system' -%}{%- set named.prompt = named.prompt ~ "
+        "(m['content'] if m['content'] is string else m['content'] | map(attribute='text') | join(' ')) -%}"
+        "{%- endfor -%}"
         + ("{{ bos_token }}" if adds_bos else "")
-        + f"{{% raw %}}{prefix}{{% endraw %}}{{{{ text }}}}{{% raw %}}{suffix}{{% endraw %}}"
+        + f"{{% raw %}}{prefix}{{% endraw %}}{{{{ named.prompt }}}}{{{{ text }}}}{{% raw %}}{suffix}{{% endraw %}}"
         + "{{ eos_token }}"
     )
 
@@ -456,10 +464,15 @@ def encode(
     batch_size: int = 32,
     precision: str = "auto",
     show_progress_bar: bool = False,
+    prompt_name: str | None = None,
 ) -> torch.Tensor:
-    """Batched, length-sorted encoding (sentence-transformers sorts longest-first) as a float32 tensor."""
+    """Batched, length-sorted encoding (sentence-transformers sorts longest-first) as a float32 tensor.
+
+    ``prompt_name``: one of the model's named prompts (``query``, ``document``), put before each text."""
+    if prompt_name is not None and prompt_name not in model.prompts:
+        raise ConfigError(f"prompt name {prompt_name!r}: this model has "
+                          + (f"{', '.join(model.prompts)}" if model.prompts else "no named prompts"))
     with autocast(resolve_precision(precision, model.device), model.device):
-        vectors = model.encode(
-            texts, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=show_progress_bar
-        )
+        vectors = model.encode(texts, batch_size=batch_size, convert_to_tensor=True,
+                               show_progress_bar=show_progress_bar, prompt_name=prompt_name)
     return vectors.float()

@@ -162,6 +162,8 @@ class EmbeddingRequest(BaseModel):
     # not OpenAI's: "binary" or "ubinary" packs each number's sign into one bit (dimension / 8 bytes), with
     # sentence-transformers' quantize_embeddings; int8 is not offered, as it needs calibration ranges
     embedding_type: Literal["float", "binary", "ubinary"] = "float"
+    # not OpenAI's (TEI's): one of the model's named prompts, "query" or "document", put before each text
+    prompt_name: str | None = None
 
 
 def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 256, max_tokens: int = 512,
@@ -302,6 +304,12 @@ def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 
             except UnicodeEncodeError as err:
                 return error(400, f"input[{i}] is not valid Unicode text ({err.reason} at character {err.start})",
                              "input")
+        if body.prompt_name is not None:
+            if body.prompt_name not in model.prompts:
+                return error(400, f"prompt_name {body.prompt_name!r} is not one of this model's prompts "
+                                  f"({', '.join(model.prompts) or 'it has none'})", "prompt_name")
+            # as sentence-transformers puts a prompt before a text (cftune's template does the same with it)
+            texts = [(model.prompts[body.prompt_name] or "") + text for text in texts]
         counts = await run_in_threadpool(count_tokens, texts)  # seconds for long texts: off the event loop
         for i, count in enumerate(counts):
             if count > max_tokens:

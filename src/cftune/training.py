@@ -235,6 +235,14 @@ def cut_log(log_path: Path, checkpoint: Path) -> None:
     write_atomic(log_path, "".join(json.dumps({"step": entry["step"], **entry}) + "\n" for entry in history))
 
 
+def search_prompts(model, config: TrainConfig, columns: list[str]) -> dict[str, str]:
+    """Give the model its "query" and "document" prompts; return the prompt of each training column."""
+    if not (config.query_prompt or config.document_prompt):
+        return {}
+    model.prompts = {**model.prompts, "query": config.query_prompt, "document": config.document_prompt}
+    return {column: config.query_prompt if column == "anchor" else config.document_prompt for column in columns}
+
+
 def check_trackers_installed(trackers: list[str]) -> None:
     """A missing tracker package fails now, with the install command, not after the model has loaded."""
     import importlib.util
@@ -290,6 +298,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
     model = load_embedder(config.model, prompt=config.prompt, pooling=config.pooling, attention=config.attention,
                           layers=config.layers, pooled_layers=config.pooled_layers)
     model.max_seq_length = config.max_length
+    column_prompts = search_prompts(model, config, list(columns))
     if config.finetune == "full":
         freeze_token_embeddings(model)
     else:
@@ -303,6 +312,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
     bf16 = resolve_precision(config.precision, model.device) == "bfloat16"
     args = SentenceTransformerTrainingArguments(
         output_dir=str(out / "checkpoints"),
+        prompts=column_prompts or None,
         max_steps=config.max_steps,
         per_device_train_batch_size=config.batch_size,
         learning_rate=config.learning_rate,
