@@ -10,7 +10,8 @@ from cftune.cli import main
 from cftune.config import ConfigError
 from cftune.data import STS_TASKS
 from cftune.experiments import parse_grid, reproduce
-from cftune.reports import reproduce_markdown
+from cftune.reports import model_card_section_of, reproduce_markdown
+from cftune.training import export
 from conftest import assert_is_a_plot
 
 QUICK = ["max_steps=6", "warmup_steps=1", "batch_size=8", "eval_steps=3", "save_steps=3", "logging_steps=1",
@@ -92,6 +93,14 @@ def test_reproduce_writes_the_report_and_resumes_after_a_crash(tiny_models, data
         assert f"![{png}]({png})" in report.read_text()
     assert "cftune x" in report.read_text() and "compare with care" in report.read_text()
     assert (out / "runs" / ".gitignore").read_text() == "*\n"
+
+    # the trained model's card says how it was made and, once scored, how it scored; an export keeps that
+    card = (out / "runs" / "llama" / "README.md").read_text()
+    assert "## How cftune made this model" in card and "| training | 6 steps of 8 triplets, lr 0.001" in card
+    assert f"| **average** | | **{tuned['average']:.2f}** |" in card and card.count("cftune:start") == 1
+    assert card.index("cftune:start") < card.index("## Model Details")  # under the title, above the rest
+    exported = export(out / "runs" / "llama", tmp_path / "exported")
+    assert model_card_section_of(exported) == model_card_section_of(out / "runs" / "llama")
 
 
 def test_reproduce_refuses_to_reuse_a_run_made_with_other_settings(tiny_models, data_dir, tmp_path):

@@ -96,6 +96,12 @@ def _export(args: argparse.Namespace) -> None:
     print(f"wrote {export(args.run_dir, args.out, merge=args.merge, overwrite=args.overwrite)}")
 
 
+def _push(args: argparse.Namespace) -> None:
+    from cftune.hub import push
+
+    print(f"pushed: {push(args.folder, args.repo, private=args.private, token=args.token)}")
+
+
 def _reproduce(args: argparse.Namespace) -> None:
     from cftune.experiments import reproduce
 
@@ -246,6 +252,15 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--overwrite", action="store_true",
                     help="replace --out even when it holds something other than a cftune export")
     ex.set_defaults(run=_export)
+
+    pu = commands.add_parser("push", help="upload a trained model folder to the Hugging Face hub",
+                             description="Create the hub repo if needed and upload a run or export folder in one "
+                                         "commit (checkpoints/ stay home). Needs internet and a write token.")
+    pu.add_argument("folder", help="a cftune train run folder or a cftune export")
+    pu.add_argument("--repo", required=True, help="owner/name on the hub")
+    pu.add_argument("--private", action="store_true", help="create the repo private")
+    pu.add_argument("--token", help="hub token (default: $HF_TOKEN or `hf auth login`'s)")
+    pu.set_defaults(run=_push)
 
     rp = commands.add_parser("reproduce", help="the paper's experiment: base vs fine-tuned STS, with a report",
                              description="For each model: STS of the base model, fine-tuning, STS of the result; "

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from cftune.config import (
     ConfigError,
     TrainConfig,
@@ -35,10 +37,12 @@ from cftune.io import machine, write_atomic
 from cftune.models import load_embedder
 from cftune.reports import (
     ablation_markdown,
+    model_card_section,
     plot_ablation,
     plot_base_vs_tuned,
     plot_training_curve,
     reproduce_markdown,
+    write_model_card_section,
     write_sts_report,
 )
 
@@ -108,12 +112,19 @@ def train_stage(config: TrainConfig, run: Path, label: str = "") -> Stage:
                  (run / "train_summary.json").exists, run_training)
 
 
-def eval_stage(name: str, load: Callable, out: Path, *, tasks, data_dir, meta: dict) -> Stage:
+def eval_stage(name: str, load: Callable, out: Path, *, tasks, data_dir, meta: dict,
+               card_of: Path | None = None) -> Stage:
+    """STS of the model ``load`` gives, written to ``out``; with ``card_of``, also into that trained run's
+    model card."""
     def run_eval():
         started = time.perf_counter()
         result = evaluate_sts(load(), tasks, data_dir=data_dir)
         result.meta = {**meta, "machine": machine(), "eval_seconds": round(time.perf_counter() - started, 1)}
         write_sts_report(result, out)
+        if card_of is not None:
+            config = yaml.safe_load((card_of / "config.yaml").read_text(encoding="utf-8"))
+            summary = json.loads((card_of / "train_summary.json").read_text(encoding="utf-8"))
+            write_model_card_section(card_of, model_card_section(config, summary, result))
 
     return Stage(name, out.with_suffix(".json").exists, run_eval)
 
@@ -152,7 +163,7 @@ def reproduce(out: str | Path, *, experiment: str = "cpu-small", models: list[st
             train_stage(config, run),
             eval_stage(f"STS of fine-tuned {model}", lambda r=run: trained_embedder(r), folder / "tuned",
                        tasks=tasks, data_dir=config.data_dir, meta={"model": f"{model} (fine-tuned)",
-                                                                    "command": command}),
+                                                                    "command": command}, card_of=run),
         ]
     run_stages(stages)
     return write_reproduce_report(out, configs, experiment, command)

@@ -298,3 +298,64 @@ def ablation_markdown(report: dict) -> str:
                                                    if k not in ("data_dir", "skip_bad_rows", "seed")), ""]
     lines += [f"![{name}]({name})" for name in report["plots"]]
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------- model cards
+
+CARD_START, CARD_END = "<!-- cftune:start -->", "<!-- cftune:end -->"
+
+
+def model_card_section(config: dict, summary: dict, sts: StsResult | None = None) -> str:
+    """What a saved model's README says about how cftune made it (and how it scored, once it was scored)."""
+    lora = config["lora"]
+    design = (f"{config['pooling']} pooling, {config['attention']} attention, "
+              + (f"the first {config['layers']} layers" if config.get("layers") else "all layers")
+              + (f", the mean of the last {config['pooled_layers']} layers" if config.get("pooled_layers", 1) > 1
+                 else "") + f"; prompt template `{config['prompt']}`")
+    loss = (f"InfoNCE (sentence-transformers' MultipleNegativesRankingLoss), temperature {config['temperature']}, "
+            f"hard negatives {'on' if config['hard_negatives'] else 'off'}"
+            + (f", Matryoshka at {', '.join(map(str, config['matryoshka_dims']))}"
+               if config.get("matryoshka_dims") else ""))
+    tuned = (f"LoRA r {lora['r']}, alpha {lora['alpha']}, dropout {lora['dropout']} on {lora['target_modules']}"
+             if config.get("finetune", "lora") == "lora" else "full fine-tuning, token embeddings frozen")
+    rows = [("base model", f"`{config['model']}`"), ("embedding", design)]
+    if config.get("query_prompt") or config.get("document_prompt"):
+        rows.append(("named prompts", f"query `{config.get('query_prompt', '')}`, "
+                                      f"document `{config.get('document_prompt', '')}`"))
+    rows += [("loss", loss),
+             ("fine-tuning", tuned + (f" ({summary['trainable_parameters'] / 1e6:.1f}M trainable parameters)"
+                                      if summary.get("trainable_parameters") else "")),
+             ("data", describe_data(summary["data"], summary["rows"])),
+             ("training", f"{summary['steps']} steps of {config['batch_size']} triplets, lr "
+                          f"{config['learning_rate']}, {summary['train_seconds'] / 60:.1f} min on {summary['machine']}"
+                          + (" (the part after the last resume)" if summary.get("resumed_from") else ""))]
+    lines = [CARD_START, "## How cftune made this model", "",
+             "Contrastive fine-tuning of a language model into a text embedder (Ukarapol, Lee, Xin 2024, "
+             "'Improving Text Embeddings for Smaller Language Models Using Contrastive Fine-tuning'), with cftune.",
+             "", "| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows), ""]
+    if sts is not None:
+        lines += [f"### STS, Spearman x100 of cosine similarity ({sts.precision})", "", sts_table(sts), ""]
+    return "\n".join([*lines, CARD_END])
+
+
+def write_model_card_section(folder: Path, section: str) -> None:
+    """Put ``section`` into ``folder``/README.md under its title, replacing an earlier cftune section."""
+    path = Path(folder) / "README.md"
+    text = path.read_text(encoding="utf-8") if path.is_file() else "# Model\n"
+    if CARD_START in text and CARD_END in text:
+        before, _, rest = text.partition(CARD_START)
+        text = before + section + rest.partition(CARD_END)[2]
+    else:
+        lines = text.splitlines(keepends=True)
+        title = next((i for i, line in enumerate(lines) if line.startswith("# ")), -1)
+        text = "".join(lines[:title + 1]) + "\n" + section + "\n\n" + "".join(lines[title + 1:])
+    write_atomic(path, text)
+
+
+def model_card_section_of(folder: Path) -> str | None:
+    """The cftune section of a saved model's README, if it has one."""
+    path = Path(folder) / "README.md"
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if CARD_START not in text or CARD_END not in text:
+        return None
+    return CARD_START + text.partition(CARD_START)[2].partition(CARD_END)[0] + CARD_END

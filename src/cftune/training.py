@@ -32,7 +32,12 @@ from cftune.config import TRACKERS, ConfigError, TrainConfig, check_same_config,
 from cftune.data import load_sts_dev, load_training_data
 from cftune.io import format_duration, machine, replace_folder_atomically, write_atomic
 from cftune.models import lm_body, load_embedder, merge_lora, resolve_precision
-from cftune.reports import plot_training_curve
+from cftune.reports import (
+    model_card_section,
+    model_card_section_of,
+    plot_training_curve,
+    write_model_card_section,
+)
 
 log = logging.getLogger(__name__)
 DEV_NAME = "sts-dev"
@@ -298,6 +303,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
     model = load_embedder(config.model, prompt=config.prompt, pooling=config.pooling, attention=config.attention,
                           layers=config.layers, pooled_layers=config.pooled_layers)
     model.max_seq_length = config.max_length
+    model.model_card_data.add_tags("cftune")
     column_prompts = search_prompts(model, config, list(columns))
     if config.finetune == "full":
         freeze_token_embeddings(model)
@@ -360,6 +366,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
                    "finetune": config.finetune, "trainable_parameters": trainable,
                    "peak_rss_gib": round(peak_rss_gib(), 2)}
         write_atomic(out / "train_summary.json", json.dumps(summary, indent=2) + "\n")
+        write_model_card_section(out, model_card_section(config_to_dict(config), summary))
     return out
 
 
@@ -393,8 +400,12 @@ def export(run: str | Path, out: str | Path, *, merge: bool = False, overwrite: 
         if not merge_lora(model):
             raise ConfigError(f"{run} has no LoRA adapter to merge")
 
+    section = model_card_section_of(run)  # the model's save writes a fresh sentence-transformers card
+
     def write(folder: Path) -> None:
         model.save(str(folder))
+        if section:
+            write_model_card_section(folder, section)
         write_atomic(folder / EXPORT_MARK, json.dumps({"run": str(run.resolve()), "merged": merge}) + "\n")
 
     return replace_folder_atomically(out, write)
