@@ -161,3 +161,16 @@ def nli_dir(tmp_path):
                 [{"sentence1": a, "sentence2": n if i % 2 else p, "score": 1.0 if i % 2 else 4.0}
                  for i, (a, p, n) in enumerate(TRIPLETS[:20])])
     return tmp_path
+
+
+def write_retrieval_set(folder, qrels: dict[str, str], layout: str = "beir"):
+    documents = list(dict.fromkeys(CORPUS))  # distinct texts
+    write_jsonl(folder / "corpus.jsonl", [{"_id": f"d{i}", "title": "", "text": t} for i, t in enumerate(documents)])
+    write_jsonl(folder / "queries.jsonl", [{"_id": f"q{i}", "text": documents[i]} for i in range(6)])
+    if layout == "beir":
+        (folder / "qrels").mkdir(exist_ok=True)
+        (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+            f"{q}\t{d}\t1\n" for q, d in qrels.items()))
+    else:
+        write_jsonl(folder / "qrels.jsonl", [{"query-id": q, "corpus-id": d, "score": 1} for q, d in qrels.items()])
+    return folder

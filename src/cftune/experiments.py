@@ -31,8 +31,8 @@ from cftune.config import (
     find_experiment,
     load_config,
 )
-from cftune.data import parse_tasks
-from cftune.evaluation import StsResult, evaluate_sts
+from cftune.data import load_retrieval_set, parse_tasks
+from cftune.evaluation import StsResult, evaluate_retrieval, evaluate_sts
 from cftune.io import machine, write_atomic
 from cftune.models import load_embedder
 from cftune.reports import (
@@ -144,12 +144,15 @@ def reproduce_configs(experiment: str, models: list[str] | None, data_dir: str |
 
 def reproduce(out: str | Path, *, experiment: str = "cpu-small", models: list[str] | None = None,
               data_dir: str | None = None, tasks: str | None = None, settings: list[str] | None = None,
-              command: str = "") -> Path:
+              retrieval: str | None = None, command: str = "") -> Path:
     """For each model: STS of the base model, fine-tune it, STS of the result; then the report.
 
-    ``tasks`` defaults to the experiment's own (all 9 except for the quick one)."""
+    ``tasks`` defaults to the experiment's own (all 9 except for the quick one). With ``retrieval`` (a folder
+    in the BEIR layout), the base and the fine-tuned model are also scored on that search set."""
     tasks = tasks or find_experiment(experiment).tasks
     parse_tasks(tasks)  # a mistyped task fails now, not after hours of training
+    if retrieval:
+        load_retrieval_set(retrieval)  # so does a bad search set
     out = Path(out)
     configs = reproduce_configs(experiment, models, data_dir, settings)
     ignore_heavy_files(out / "runs")
@@ -165,8 +168,22 @@ def reproduce(out: str | Path, *, experiment: str = "cpu-small", models: list[st
                        tasks=tasks, data_dir=config.data_dir, meta={"model": f"{model} (fine-tuned)",
                                                                     "command": command}, card_of=run),
         ]
+        if retrieval:
+            stages += [retrieval_stage(f"search with base {model}", lambda c=config: base_embedder(c), retrieval,
+                                       folder / "base.retrieval.json"),
+                       retrieval_stage(f"search with fine-tuned {model}", lambda r=run: trained_embedder(r),
+                                       retrieval, folder / "tuned.retrieval.json")]
     run_stages(stages)
     return write_reproduce_report(out, configs, experiment, command)
+
+
+def retrieval_stage(name: str, load: Callable, data: str, out: Path) -> Stage:
+    def run_retrieval():
+        result = evaluate_retrieval(load(), data)
+        result.meta = {"machine": machine()}
+        write_atomic(out, json.dumps(result.to_dict(), indent=2) + "\n")
+
+    return Stage(name, out.exists, run_retrieval)
 
 
 def write_reproduce_report(out: Path, configs: dict[str, TrainConfig], experiment: str, command: str) -> Path:
@@ -180,6 +197,10 @@ def write_reproduce_report(out: Path, configs: dict[str, TrainConfig], experimen
         plot_training_curve(run / "train_log.jsonl", curve)
         entries[model] = {"config": config_to_dict(config), "train": summary, "base": base.to_dict(),
                           "tuned": tuned.to_dict(), "plots": [bars.name, curve.name]}
+        if (folder / "tuned.retrieval.json").exists():  # scored on a search set too (--retrieval)
+            entries[model]["retrieval"] = {
+                stage: json.loads((folder / f"{stage}.retrieval.json").read_text(encoding="utf-8"))
+                for stage in ("base", "tuned")}
     report = {"experiment": experiment, "title": find_experiment(experiment).title, "command": command,
               "machine": machine(), "models": entries}
     write_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")

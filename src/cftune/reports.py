@@ -255,6 +255,15 @@ def reproduce_markdown(report: dict) -> str:
     else:
         lines += ["", f"An average over {len(tasks)} of the 9 STS tasks: not comparable with published 9-task "
                       "averages (" + ", ".join(f"{ref['model']} {ref['average']:.2f}" for ref in PUBLISHED) + ")."]
+    searched = {model: entry["retrieval"] for model, entry in report["models"].items() if "retrieval" in entry}
+    if searched:
+        first = next(iter(searched.values()))["base"]
+        lines += ["", f"## Search on {first['source']}", "",
+                  f"{first['queries']} queries, {first['documents']} documents; cosine search, x100.", "",
+                  _row(["model", "", *first["scores"]]), _row(["---", "---", *["---:"] * len(first["scores"])])]
+        for model, stages in searched.items():
+            for label, stage in (("base", "base"), ("fine-tuned", "tuned")):
+                lines.append(_row([model, label, *(f"{v:.2f}" for v in stages[stage]["scores"].values())]))
     for model, entry in report["models"].items():
         config, train = entry["config"], entry["train"]
         lines += ["", f"## {model}", "",
