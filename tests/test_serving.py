@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from cftune import DataFormatError, encode, load_embedder
 from cftune.cli import main
@@ -457,3 +458,10 @@ def test_embed_prompt_name_uses_the_saved_models_prompt(tiny_models, tmp_path, c
     assert main(["embed", "--model", str(tmp_path / "model"), "--input", str(tmp_path / "in.txt"), "--out",
                  str(out), "--prompt-name", "passage"]) == 2
     assert "prompt name 'passage': this model has query, document" in capsys.readouterr().err
+
+    assert main(["similarity", "--model", str(tmp_path / "model"), TEXTS[0], TEXTS[1], "--prompt-name-a", "query",
+                 "--prompt-name-b", "document", "--precision", "float32"]) == 0
+    query = encode(model, TEXTS[:1], precision="float32", prompt_name="query")
+    document = encode(model, TEXTS[1:2], precision="float32", prompt_name="document")
+    cosine = float(torch.nn.functional.cosine_similarity(query, document))
+    assert float(capsys.readouterr().out) == pytest.approx(cosine, abs=1e-4)

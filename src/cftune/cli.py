@@ -153,7 +153,8 @@ def _similarity(args: argparse.Namespace) -> None:
     from cftune.embedding import similarity
 
     model = load_model(args)
-    print(f"{similarity(model, args.a, args.b, precision=args.precision):.4f}")
+    names = (args.prompt_name_a, args.prompt_name_b)
+    print(f"{similarity(model, args.a, args.b, precision=args.precision, prompt_names=names):.4f}")
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -335,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(si)
     si.add_argument("a")
     si.add_argument("b")
+    si.add_argument("--prompt-name-a", help="a named prompt of the model for A, e.g. query")
+    si.add_argument("--prompt-name-b", help="a named prompt of the model for B, e.g. document")
     si.set_defaults(run=_similarity)
 
     sv = commands.add_parser("serve", help="OpenAI-compatible HTTP embeddings endpoint",

@@ -155,6 +155,10 @@ def _parquet_table(chunk, array: np.ndarray):
     return pa.table({"id": pa.array([r.id for r in chunk], pa.string()), "embedding": embeddings})
 
 
-def similarity(model: SentenceTransformer, a: str, b: str, *, precision: str = "auto") -> float:
-    vectors = encode(model, [a, b], precision=precision)
-    return float(torch.nn.functional.cosine_similarity(vectors[:1], vectors[1:]).item())
+def similarity(model: SentenceTransformer, a: str, b: str, *, precision: str = "auto",
+               prompt_names: tuple[str | None, str | None] = (None, None)) -> float:
+    """Cosine of two texts; ``prompt_names`` embeds each with one of the model's named prompts (a search
+    query against a document: ``("query", "document")``)."""
+    first, second = (encode(model, [text], precision=precision, prompt_name=name)
+                     for text, name in zip((a, b), prompt_names, strict=True))
+    return float(torch.nn.functional.cosine_similarity(first, second).item())
