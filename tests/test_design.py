@@ -246,3 +246,44 @@ def test_query_and_document_prompts_are_trained_saved_and_used_by_plain_sentence
     assert not np.allclose(as_query, encode(ours, TEXTS, precision="float32").numpy(), atol=1e-3)
     with pytest.raises(ConfigError, match="prompt name 'passage': this model has"):
         encode(ours, TEXTS, prompt_name="passage")
+
+
+def test_mntp_loss_is_next_token_prediction_at_the_masked_positions(tiny_models):
+    """With (almost) every maskable token masked, the loss is transformers' own causal-LM cross-entropy of the
+    masked input, at the positions before each masked token."""
+    from transformers import AutoModelForCausalLM
+
+    from cftune.training import mntp_loss, output_embeddings
+
+    folder = tiny_models["gemma3_text"]
+    embedder = load_embedder(str(folder))
+    texts = TEXTS[:3]
+    with torch.no_grad():
+        ours = mntp_loss(embedder, output_embeddings(embedder), texts, 0.9999, torch.Generator().manual_seed(0))
+    tokenizer = embedder.tokenizer
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    chosen = mask.bool() & ~torch.isin(ids, torch.tensor(tokenizer.all_special_ids))
+    chosen[:, 0] = False
+    mask_id = tokenizer.pad_token_id if tokenizer.mask_token_id is None else tokenizer.mask_token_id  # as ours
+    masked = torch.where(chosen, torch.full_like(ids, mask_id), ids)
+    lm = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    with torch.no_grad():
+        logits = lm(input_ids=masked, attention_mask=mask).logits[:, :-1][chosen[:, 1:]]
+    expected = torch.nn.functional.cross_entropy(logits, ids[:, 1:][chosen[:, 1:]])
+    assert float(ours) == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_mntp_warm_up_runs_before_contrastive_training_and_lowers_its_loss(tiny_models, nli_dir, tmp_path):
+    import json
+
+    from cftune.training import train
+
+    config = load_config(overrides={"model": str(tiny_models["gemma3_text"]), "data_dir": str(nli_dir),
+                                    "attention": "bidirectional", "mntp_steps": 12, "learning_rate": 3e-3,
+                                    "max_steps": 2, "batch_size": 8, "eval_steps": 0, "save_steps": 2,
+                                    "precision": "float32", "lora.dropout": 0.0})
+    run = train(config, tmp_path / "run")
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["mntp_last_loss"] < summary["mntp_first_loss"] and summary["steps"] == 2
+    assert attention_of(load_embedder(str(run))) == "bidirectional"

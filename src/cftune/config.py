@@ -46,6 +46,10 @@ class TrainConfig:
     layers: int = 0  # run only the first N transformer layers and pool the last of them (0: all)
     pooled_layers: int = 1  # pool a weighted mean of the last N layers' states (1: the last layer only)
     finetune: str = "lora"  # lora (settings below) | full (the transformer body; token embeddings frozen)
+    # masked next-token prediction on the training texts before contrastive training (LLM2Vec's warm-up for
+    # bidirectional attention): steps (0: off) and the fraction of tokens masked
+    mntp_steps: int = 0
+    mntp_mask: float = 0.2
     data: str = "nli"  # nli (SimCSE triplets) or a CSV/JSONL path of anchor,positive[,negative]
     data_dir: str | None = None  # local twin of the hub data; default $CFTUNE_DATA_DIR, else the hub
     skip_bad_rows: bool = False
@@ -151,6 +155,8 @@ CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("attention", lambda v: v in ATTENTIONS, " or ".join(ATTENTIONS)),
     ("finetune", lambda v: v in FINETUNES, " or ".join(FINETUNES)),
     ("layers", lambda v: v >= 0, ">= 0 (0: all)"),
+    ("mntp_steps", lambda v: v >= 0, ">= 0 (0: off)"),
+    ("mntp_mask", _finite(lambda v: 0 < v < 1), "> 0 and < 1"),
     ("pooled_layers", lambda v: v >= 1, ">= 1"),
     ("max_rows", lambda v: v is None or v >= 1, "none or >= 1"),
     ("temperature", _finite(lambda v: v > 0), "> 0"),

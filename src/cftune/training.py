@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import time
+import typing
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from transformers import TrainerCallback
 from cftune.config import TRACKERS, ConfigError, TrainConfig, check_same_config, config_to_dict, validate
 from cftune.data import load_sts_dev, load_training_data
 from cftune.io import format_duration, machine, replace_folder_atomically, write_atomic
-from cftune.models import lm_body, load_embedder, merge_lora, resolve_precision
+from cftune.models import autocast, lm_body, lm_module, load_embedder, merge_lora, resolve_precision
 from cftune.reports import (
     model_card_section,
     model_card_section_of,
@@ -91,6 +92,66 @@ def add_lora(model, config: TrainConfig) -> None:
     model.add_adapter(LoraConfig(task_type=TaskType.FEATURE_EXTRACTION, r=config.lora.r,
                                  lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
                                  target_modules=targets))
+
+
+def output_embeddings(model) -> torch.Tensor:
+    """The LM head's weight (vocabulary x hidden), frozen: tied to the token embeddings in the models cftune
+    ships (Gemma 3, SmolLM2), else read once from the model's own causal-LM checkpoint."""
+    body = lm_body(model)
+    if getattr(body.config, "tie_word_embeddings", False):
+        embeddings = typing.cast(torch.nn.Embedding, body.get_input_embeddings())
+        return embeddings.weight.detach()
+    from transformers import AutoModelForCausalLM
+
+    head = AutoModelForCausalLM.from_pretrained(str(body.name_or_path), dtype=torch.float32).get_output_embeddings()
+    return head.weight.detach().to(body.device)
+
+
+def mntp_loss(model, head: torch.Tensor, texts: list[str], mask_fraction: float,
+              generator: torch.Generator) -> torch.Tensor:
+    """Masked next-token prediction (LLM2Vec, BehnamGhader et al. 2024, arXiv 2404.05961): mask a fraction of
+    the tokens and predict each masked token from the state one position before it, as a causal LM predicts
+    the next token. With bidirectional attention that state also sees the text after the mask."""
+    tokenizer = lm_module(model).tokenizer
+    assert tokenizer is not None
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=model.max_seq_length, return_tensors="pt")
+    ids, attention = batch["input_ids"], batch["attention_mask"]
+    maskable = attention.bool().clone()
+    maskable[:, 0] = False  # the first token (BOS) has no state before it
+    for special in tokenizer.all_special_ids:
+        maskable &= ids != special
+    chosen = maskable & (torch.rand(ids.shape, generator=generator) < mask_fraction)
+    mask_id = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else tokenizer.pad_token_id
+    masked = torch.where(chosen, torch.full_like(ids, mask_id), ids)
+    body = lm_body(model)
+    states = body(input_ids=masked.to(body.device), attention_mask=attention.to(body.device)).last_hidden_state
+    before = chosen[:, 1:]  # state at position i - 1 predicts the masked token at i
+    logits = states[:, :-1][before.to(states.device)].float() @ head.float().T
+    return torch.nn.functional.cross_entropy(logits, ids[:, 1:][before].to(logits.device))
+
+
+def mntp_warmup(model, texts: list[str], config: TrainConfig) -> list[float]:
+    """``config.mntp_steps`` steps of masked next-token prediction on the training texts themselves, training
+    what contrastive training will train (the LoRA adapter, or the body), before it starts. Returns the
+    losses. Meant for bidirectional attention, which a causal LM has never seen (LLM2Vec's first stage)."""
+    head = output_embeddings(model)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    precision = resolve_precision(config.precision, model.device)
+    losses = []
+    model.train()
+    for step in range(config.mntp_steps):
+        picked = torch.randint(len(texts), (config.batch_size,), generator=generator).tolist()
+        with autocast(precision, model.device):
+            loss = mntp_loss(model, head, [texts[i] for i in picked], config.mntp_mask, generator)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss))
+        if step == 0 or (step + 1) % max(1, config.mntp_steps // 4) == 0:
+            log.info("MNTP warm-up step %d/%d: loss %.3f", step + 1, config.mntp_steps, losses[-1])
+    return losses
 
 
 def peak_rss_gib() -> float:
@@ -309,6 +370,13 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
         freeze_token_embeddings(model)
     else:
         add_lora(model, config)
+    mntp: dict = {}
+    if config.mntp_steps and checkpoint is None:  # a resumed run's checkpoint already holds the warmed-up weights
+        started = time.perf_counter()
+        texts = list(dict.fromkeys(t for column in columns.values() for t in column))
+        losses = mntp_warmup(model, texts, config)
+        mntp = {"mntp_first_loss": round(losses[0], 4), "mntp_last_loss": round(losses[-1], 4),
+                "mntp_seconds": round(time.perf_counter() - started, 1)}
 
     evaluator = None
     if config.eval_steps > 0:  # short runs (ablations) skip the dev set and keep the last step
@@ -364,7 +432,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
                    # of this invocation only: a resumed run's earlier part is not counted
                    "train_seconds": round(seconds, 1), "resumed_from": resume_from, "machine": machine(),
                    "finetune": config.finetune, "trainable_parameters": trainable,
-                   "peak_rss_gib": round(peak_rss_gib(), 2)}
+                   "peak_rss_gib": round(peak_rss_gib(), 2), **mntp}
         write_atomic(out / "train_summary.json", json.dumps(summary, indent=2) + "\n")
         write_model_card_section(out, model_card_section(config_to_dict(config), summary))
     return out
