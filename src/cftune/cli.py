@@ -70,12 +70,12 @@ def parse_dimensions(text: str | None) -> list[int | None]:
     if not text:
         return []
     try:
-        dimensions: list[int | None] = [int(part) for part in text.split(",") if part.strip()]
+        sizes = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise ConfigError(f"--dim expects whole numbers separated by commas, got {text!r}") from None
-    if any(d is None or d < 1 for d in dimensions):
+    if any(size < 1 for size in sizes):
         raise ConfigError(f"--dim sizes must be >= 1, got {text!r}")
-    return dimensions
+    return [*sizes]
 
 
 def _train(args: argparse.Namespace) -> None:
