@@ -111,7 +111,8 @@ def test_embeddings_match_encode_as_floats_and_base64(server, expected):
     ({"input": "a", "dimensions": 0}, 400, "dimensions must be between 1 and 32, got 0"),
     ({"input": "a", "dimensions": 33}, 400, "dimensions must be between 1 and 32, got 33"),
     ({"input": "a", "model": "gpt-4"}, 404, "not served here"),
-    ({"input": "a", "embedding_type": "int8"}, 400, "embedding_type"),
+    ({"input": "a", "embedding_type": "int4"}, 400, "embedding_type"),
+    ({"input": "a", "embedding_type": "int8"}, 400, "int8 needs calibration ranges"),
     ({"input": "a", "prompt_name": "passage"}, 400, "prompt_name 'passage' is not one of this model's prompts"),
     ({"input": "a", "embedding_type": "binary", "dimensions": 12}, 400, "multiple of 8"),
     ("{not json", 400, "not valid JSON"),
@@ -176,6 +177,30 @@ def test_a_request_can_name_the_query_or_document_prompt(tiny_models):
         data = client.post("/v1/embeddings", json={"input": TEXTS[:2], "prompt_name": "document"}).json()["data"]
     np.testing.assert_allclose([d["embedding"] for d in data], want, atol=1e-5)
     assert not np.allclose(want, encode(model, TEXTS[:2], precision="float32").numpy(), atol=1e-3)
+
+
+def test_int8_output_scales_each_dimension_to_the_calibration_range(tiny_models):
+    from fastapi.testclient import TestClient
+
+    from cftune.serving import create_app
+    from conftest import CORPUS
+
+    model = load_embedder(str(tiny_models["gemma3_text"]), prompt="eol", pooling="mean")
+    calibration = encode(model, list(dict.fromkeys(CORPUS)), precision="float32").numpy()
+    with TestClient(create_app(model, "tiny", precision="float32")) as client:
+        refused = client.post("/v1/embeddings", json={"input": TEXTS[:2], "embedding_type": "int8"})
+    assert refused.status_code == 400 and "--calibration" in refused.json()["error"]["message"]
+    with TestClient(create_app(model, "tiny", precision="float32", calibration=calibration)) as client:
+        data = client.post("/v1/embeddings", json={"input": TEXTS[:2], "embedding_type": "int8",
+                                                    "dimensions": 16}).json()["data"]
+    # by hand: unit vectors of the leading 16 numbers; each dimension's calibration [min, max] cut into 256
+    # steps (the step a value falls in, outside values clipped to the first or last), shifted to -128..127
+    reference = calibration[:, :16] / np.linalg.norm(calibration[:, :16], axis=1, keepdims=True)
+    low, high = reference.min(0), reference.max(0)
+    vectors = encode(model, TEXTS[:2], precision="float32").numpy()[:, :16]
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    want = (np.clip(np.floor((vectors - low) / ((high - low) / 255)), 0, 255) - 128).astype(np.int8)
+    assert [d["embedding"] for d in data] == want.tolist()
 
 
 def test_no_normalize_returns_the_model_s_own_vectors(tiny_models, expected):

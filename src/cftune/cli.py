@@ -160,13 +160,18 @@ def _similarity(args: argparse.Namespace) -> None:
 def _serve(args: argparse.Namespace) -> None:
     import os
 
+    from cftune.data import iter_texts
+    from cftune.models import encode
     from cftune.serving import API_KEY_ENV, serve
 
+    # int8/uint8 outputs scale each dimension to the range these texts span; a bad file fails before the model
+    texts = [row.text for row in iter_texts(args.calibration)] if args.calibration else []
     model = load_model(args)
+    calibration = encode(model, texts, precision=args.precision).numpy() if texts else None
     serve(model, args.name or args.model, host=args.host, port=args.port, max_batch=args.max_batch,
           max_tokens=args.max_tokens, api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
           precision=args.precision, batching=not args.no_batching, max_queue=args.max_queue,
-          max_request_bytes=args.max_request_bytes, normalize=not args.no_normalize)
+          max_request_bytes=args.max_request_bytes, normalize=not args.no_normalize, calibration=calibration)
 
 
 def _doctor(args: argparse.Namespace) -> None:
@@ -371,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $CFTUNE_API_KEY, "
                                       "else no key)")
     sv.add_argument("--no-batching", action="store_true", help="encode each request alone (for comparison)")
+    sv.add_argument("--calibration", metavar="FILE", help="texts (a .txt line each, or .jsonl/.csv/.parquet with a "
+                    "text column) whose vectors set the ranges of embedding_type int8/uint8 outputs")
     sv.add_argument("--no-normalize", action="store_true",
                     help="return the raw vectors; by default they are unit length, as OpenAI's are")
     sv.set_defaults(run=_serve)

@@ -159,16 +159,24 @@ class EmbeddingRequest(BaseModel):
     model: str | None = None
     encoding_format: str = "float"
     dimensions: int | None = None
-    # not OpenAI's: "binary" or "ubinary" packs each number's sign into one bit (dimension / 8 bytes), with
-    # sentence-transformers' quantize_embeddings; int8 is not offered, as it needs calibration ranges
-    embedding_type: Literal["float", "binary", "ubinary"] = "float"
+    # not OpenAI's, sentence-transformers' quantize_embeddings: "binary"/"ubinary" pack each number's sign into
+    # one bit (dimension / 8 bytes); "int8"/"uint8" map each dimension's calibration range onto 256 steps,
+    # on a server started with calibration texts
+    embedding_type: Literal["float", "binary", "ubinary", "int8", "uint8"] = "float"
     # not OpenAI's (TEI's): one of the model's named prompts, "query" or "document", put before each text
     prompt_name: str | None = None
 
 
+def shape_vectors(vectors: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:
+    """The leading ``dimensions`` numbers (None: all), then unit length when ``normalize``."""
+    vectors = vectors[:, :dimensions]
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12) if normalize else vectors
+
+
 def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 256, max_tokens: int = 512,
                api_key: str | None = None, precision: str = "auto", batching: bool = True,
-               max_queue: int = 4096, max_request_bytes: int = 8 * 2**20, normalize: bool = True):
+               max_queue: int = 4096, max_request_bytes: int = 8 * 2**20, normalize: bool = True,
+               calibration: np.ndarray | None = None):
     """The FastAPI app: /v1/embeddings, /v1/models and /health, OpenAI's request and response shapes.
 
     Nothing slow runs on the event loop (tokenizing and encoding run on threads), so /health and small
@@ -176,7 +184,8 @@ def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 
     Content-Length before reading, else as soon as the streamed body passes the limit), and more than
     ``max_queue`` waiting texts a 429. Vectors are unit length unless ``normalize`` is off, as OpenAI's are;
     a request's ``dimensions`` keeps each vector's leading numbers (for Matryoshka models), cut before the
-    normalization.
+    normalization. ``calibration``: the model's vectors of some representative texts, whose per-dimension
+    ranges int8 and uint8 outputs are scaled to.
     """
     from fastapi import FastAPI, Request
     from fastapi.concurrency import run_in_threadpool
@@ -283,7 +292,10 @@ def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 
         if body.encoding_format not in ("float", "base64"):
             return error(400, f"encoding_format must be 'float' or 'base64', got {body.encoding_format!r}",
                          "encoding_format")
-        if body.embedding_type != "float" and (body.dimensions or full_dimension or 8) % 8:
+        if body.embedding_type in ("int8", "uint8") and calibration is None:
+            return error(400, f"{body.embedding_type} needs calibration ranges: start the server with --calibration "
+                              "FILE (texts like the ones you will embed)", "embedding_type")
+        if body.embedding_type in ("binary", "ubinary") and (body.dimensions or full_dimension or 8) % 8:
             return error(400, "binary embeddings pack 8 numbers a byte: dimensions must be a multiple of 8",
                          "dimensions")
         if body.dimensions is not None and not 1 <= body.dimensions <= (full_dimension or body.dimensions):
@@ -318,13 +330,12 @@ def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 
             vectors = await batcher.embed(texts)
         except QueueFull as err:
             return error(429, str(err), kind="rate_limit_error")
-        vectors = vectors[:, :body.dimensions]  # None keeps them all
-        if normalize:
-            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        vectors = shape_vectors(vectors, body.dimensions, normalize)
         if body.embedding_type != "float":
             from sentence_transformers.util.quantization import quantize_embeddings
 
-            vectors = np.asarray(quantize_embeddings(vectors, body.embedding_type))  # bytes of packed bits
+            reference = None if calibration is None else shape_vectors(calibration, body.dimensions, normalize)
+            vectors = np.asarray(quantize_embeddings(vectors, body.embedding_type, calibration_embeddings=reference))
         else:
             vectors = vectors.astype(np.float32)
         data = []
