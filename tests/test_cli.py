@@ -118,3 +118,11 @@ def test_doctor_sees_a_process_that_keeps_a_core_busy():
         spinner.kill()
         spinner.wait()
     assert 0.7 <= busy <= os.cpu_count() + 1e-6
+
+
+@pytest.mark.parametrize("module", ["cftune.reports", "cftune.config", "cftune.io", "cftune.hub"])
+def test_light_modules_import_no_heavy_package(module):
+    """Reports only read results; config, io and hub are what the command line and other stages build on."""
+    code = f"import sys, {module}; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "", f"import {module} pulled in {done.stdout.strip()}"

@@ -6,10 +6,13 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cftune.data import STS_TASKS
-from cftune.evaluation import RetrievalResult, StsResult
 from cftune.io import atomic_file, write_atomic
+
+if TYPE_CHECKING:  # the results are only read here; evaluation (and torch) stay out of reports
+    from cftune.evaluation import RetrievalResult, StsResult
 
 
 def sts_table(result: StsResult) -> str:
