@@ -43,12 +43,11 @@ from cftune.reports import (
     plot_training_curve,
     reproduce_markdown,
     write_model_card_section,
+    write_retrieval_report,
     write_sts_report,
 )
 
 log = logging.getLogger(__name__)
-
-
 
 # Short names for the factors people ablate; any other TrainConfig setting works under its own name.
 FACTOR_ALIASES = {"lr": "learning_rate", "hard_negative": "hard_negatives", "hn": "hard_negatives"}
@@ -170,20 +169,21 @@ def reproduce(out: str | Path, *, experiment: str = "cpu-small", models: list[st
         ]
         if retrieval:
             stages += [retrieval_stage(f"search with base {model}", lambda c=config: base_embedder(c), retrieval,
-                                       folder / "base.retrieval.json"),
+                                       folder / "base"),
                        retrieval_stage(f"search with fine-tuned {model}", lambda r=run: trained_embedder(r),
-                                       retrieval, folder / "tuned.retrieval.json")]
+                                       retrieval, folder / "tuned")]
     run_stages(stages)
     return write_reproduce_report(out, configs, experiment, command)
 
 
 def retrieval_stage(name: str, load: Callable, data: str, out: Path) -> Stage:
+    """Search scores of the model ``load`` gives, as OUT.retrieval.json and .md."""
     def run_retrieval():
         result = evaluate_retrieval(load(), data)
         result.meta = {"machine": machine()}
-        write_atomic(out, json.dumps(result.to_dict(), indent=2) + "\n")
+        write_retrieval_report(result, out)
 
-    return Stage(name, out.exists, run_retrieval)
+    return Stage(name, out.with_name(out.name + ".retrieval.json").exists, run_retrieval)
 
 
 def write_reproduce_report(out: Path, configs: dict[str, TrainConfig], experiment: str, command: str) -> Path:
