@@ -22,11 +22,15 @@ def sts_table(result: StsResult) -> str:
     return "\n".join(rows)
 
 
+def _heading(kind: str, meta: dict) -> list[str]:
+    """The top of a result's Markdown: what was scored, and the command that scored it."""
+    lines = [f"# {kind}: {meta.get('model', 'model')}", ""]
+    return lines + (["Command:", "", f"    {meta['command']}", ""] if meta.get("command") else [])
+
+
 def sts_markdown(result: StsResult) -> str:
     meta = result.meta
-    lines = [f"# STS: {meta.get('model', 'model')}", ""]
-    if meta.get("command"):
-        lines += ["Command:", "", f"    {meta['command']}", ""]
+    lines = _heading("STS", meta)
     lines += [
         f"- prompt: {json.dumps(result.prompt) if result.prompt is not None else 'n/a (encoder pooling)'}",
         f"- precision: {result.precision}",
@@ -49,9 +53,7 @@ def write_sts_report(result: StsResult, out: str | os.PathLike) -> tuple[Path, P
 def dimensions_markdown(results: Sequence[StsResult]) -> str:
     """One model's STS scores with its vectors cut to several lengths: a row per length."""
     meta, tasks = results[0].meta, list(results[0].scores)
-    lines = [f"# STS by vector length: {meta.get('model', 'model')}", ""]
-    if meta.get("command"):
-        lines += ["Command:", "", f"    {meta['command']}", ""]
+    lines = _heading("STS by vector length", meta)
     lines += [f"- precision: {results[0].precision}; one encoding pass of {results[0].sentences_encoded} distinct "
               f"sentences ({results[0].encode_seconds:.1f} s), each length scored from the leading numbers of "
               "the same vectors, renormalized", ""]
@@ -85,9 +87,7 @@ def write_retrieval_report(result: RetrievalResult, out: str | os.PathLike) -> t
     json_path, md_path = out.with_name(out.name + ".retrieval.json"), out.with_name(out.name + ".retrieval.md")
     write_atomic(json_path, json.dumps(result.to_dict(), indent=2) + "\n")
     meta = result.meta
-    lines = [f"# Retrieval: {meta.get('model', 'model')}", ""]
-    if meta.get("command"):
-        lines += ["Command:", "", f"    {meta['command']}", ""]
+    lines = _heading("Retrieval", meta)
     lines += [f"- data: {result.source}: {result.queries} queries with judgements, {result.documents} documents",
               f"- cosine search by sentence-transformers' InformationRetrievalEvaluator, {result.precision}, "
               f"{result.seconds:.1f} s", f"- machine: {meta.get('machine', '?')}", "", retrieval_table(result), ""]
