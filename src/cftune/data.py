@@ -406,12 +406,12 @@ def _judgements(folder: Path) -> tuple[Path, list[tuple[int, str, str, float]]]:
         raise DataFormatError(str(folder), None, "no relevance judgements: qrels.jsonl or qrels/test.tsv")
     parsed = []
     for line_no, query, document, score in rows:
+        if query is None or document is None:
+            raise DataFormatError(str(path), line_no, "needs query-id and corpus-id")
         try:
             parsed.append((line_no, str(query), str(document), float(score)))
         except (TypeError, ValueError):
             raise DataFormatError(str(path), line_no, f"score must be a number, got {score!r}") from None
-        if query is None or document is None:
-            raise DataFormatError(str(path), line_no, "needs query-id and corpus-id")
     return path, parsed
 
 
