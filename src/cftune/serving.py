@@ -113,7 +113,6 @@ class Batcher:
             texts = [t for job_texts, _ in jobs for t in job_texts]
             if self.metrics:
                 self.metrics.batch.observe(len(texts))
-                self.metrics.waiting.set(self.waiting)
             try:
                 vectors = await asyncio.to_thread(self._encode, texts)
             except Exception as err:  # noqa: BLE001 - every waiting request must hear of it
