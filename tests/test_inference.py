@@ -1,6 +1,7 @@
-"""Inference loads are for speed: bf16 only where it is native, LoRA merged in memory."""
+"""Inference loads are for speed: bf16 only where it is native, LoRA merged in memory, int8 on request."""
 
 import platform
+import sys
 
 import numpy as np
 import pytest
@@ -8,8 +9,10 @@ import torch
 
 from cftune import encode, load_embedder
 from cftune.config import load_config
+from cftune.errors import ConfigError
+from cftune.evaluation import evaluate_sts
 from cftune.io import cpu_has_native_bf16, machine
-from cftune.models import resolve_precision
+from cftune.models import lm_body, resolve_precision
 from cftune.training import add_lora
 from conftest import CORPUS
 
@@ -38,6 +41,17 @@ def test_auto_picks_bf16_only_where_the_cpu_has_it_natively(monkeypatch, cpu):
     assert resolve_precision("bfloat16", "cpu") == "bfloat16"
 
 
+@pytest.mark.parametrize(("isa", "expected"), [("AVX512_CORE_VNNI", "float32"), ("avx2", "float32"),
+                                             ("AVX512_CORE_AMX", "bfloat16"), ("ALL", "bfloat16")])
+def test_auto_follows_a_onednn_isa_limit(monkeypatch, isa, expected):
+    """ONEDNN_MAX_CPU_ISA below AVX512_CORE_BF16 makes oneDNN emulate bf16 even on a CPU that has it."""
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+    assert resolve_precision("auto", "cpu") == expected
+
+
 def tuned_folder(tiny_models, tmp_path, arch="llama"):
     """A saved embedder with a LoRA on all linear layers that does something (B != 0)."""
     embedder = load_embedder(str(tiny_models[arch]), prompt="eol")
@@ -63,3 +77,47 @@ def test_inference_load_merges_the_lora_and_embeds_the_same(tiny_models, tmp_pat
     assert np.abs(want - base).max() > 1e-3, "the adapter must change the vectors for this test to mean anything"
     np.testing.assert_allclose(encode(merged, TEXTS, precision="float32").numpy(), want, atol=1e-5, rtol=0)
     assert (folder / "adapter_model.safetensors").is_file() and not (folder / "model.safetensors").exists()
+
+
+def test_a_bf16_inference_load_casts_the_weights_once_and_says_so(tiny_models, tmp_path, sts_dir):
+    folder = tuned_folder(tiny_models, tmp_path, "gemma3_text")
+    fp32 = load_embedder(str(folder), inference=True, precision="float32")
+    bf16 = load_embedder(str(folder), inference=True, precision="bfloat16")
+    assert {p.dtype for p in fp32.parameters()} == {torch.float32}
+    assert {p.dtype for p in bf16.parameters()} == {torch.bfloat16}  # merged first, then cast: no LoRA left
+    want = encode(fp32, TEXTS, precision="float32")
+    got = encode(bf16, TEXTS, precision="float32")  # the weights decide: asking fp32 cannot undo the cast
+    assert got.dtype == torch.float32
+    cosine = torch.nn.functional.cosine_similarity(got, want)
+    assert cosine.min() > 0.99 and (got - want).abs().max() > 0  # bf16 rounding, not the same numbers
+    assert evaluate_sts(bf16, "STS12", data_dir=str(sts_dir), precision="float32").precision == "bfloat16"
+    assert evaluate_sts(fp32, "STS12", data_dir=str(sts_dir), precision="float32").precision == "float32"
+    # a training load is never cast, whatever precision it is later used in
+    assert {p.dtype for p in load_embedder(str(folder), precision="bfloat16").parameters()} == {torch.float32}
+
+
+def test_an_int8_inference_load_quantizes_every_linear_layer_and_stays_close(tiny_models, tmp_path, sts_dir):
+    folder = tuned_folder(tiny_models, tmp_path, "gemma3_text")
+    fp32 = load_embedder(str(folder), inference=True, precision="float32")
+    int8 = load_embedder(str(folder), inference=True, precision="auto", quantize="int8")
+    linears = [m for m in lm_body(int8).modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(type(m.weight).__name__ == "Int8Tensor" for m in linears)  # torchao's int8 weights
+    assert all(p.dtype == torch.float32 for p in lm_body(fp32).parameters())
+    want, got = encode(fp32, TEXTS), encode(int8, TEXTS)
+    assert got.dtype == torch.float32
+    cosine = torch.nn.functional.cosine_similarity(got, want)
+    assert cosine.min() > 0.95 and (got - want).abs().max() > 1e-4  # rounded, and close
+    # batched == alone: each token has its own activation scale, so a neighbour in the batch changes nothing
+    alone = torch.cat([encode(int8, [text]) for text in TEXTS])
+    torch.testing.assert_close(got, alone, atol=1e-5, rtol=0)
+    assert evaluate_sts(int8, "STS12", data_dir=str(sts_dir)).precision == "int8"
+
+
+def test_quantize_is_refused_for_training_loads_and_names_the_missing_package(tiny_models, monkeypatch):
+    with pytest.raises(ConfigError, match="quantize must be one of int8, got 'int4'"):
+        load_embedder(str(tiny_models["llama"]), inference=True, quantize="int4")
+    with pytest.raises(ConfigError, match="training needs float weights"):
+        load_embedder(str(tiny_models["llama"]), quantize="int8")
+    monkeypatch.setitem(sys.modules, "torchao.quantization", None)  # as if torchao were not installed
+    with pytest.raises(ConfigError, match=r"pip install 'cftune\[int8\]'"):
+        load_embedder(str(tiny_models["llama"]), inference=True, quantize="int8")

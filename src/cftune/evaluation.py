@@ -13,9 +13,8 @@ from scipy.stats import spearmanr
 from sentence_transformers import SentenceTransformer
 
 from cftune.data import load_retrieval_set, load_sts_task, parse_tasks, resolve_data_dir
-from cftune.errors import ConfigError
 from cftune.io import format_duration
-from cftune.models import autocast, encode, prompt_of, resolve_precision
+from cftune.models import autocast, check_dimension, effective_precision, encode, prompt_of
 
 log = logging.getLogger(__name__)
 
@@ -94,15 +93,13 @@ def evaluate_sts_dimensions(
 ) -> list[StsResult]:
     """Score ``model`` with its vectors cut to each of ``dimensions`` (None: as the model returns them), from
     one encoding pass: a Matryoshka model's leading dimensions are its shorter vectors."""
-    size = model.get_embedding_dimension()
     for dimension in dimensions:  # checked before the long part
-        if dimension is not None and size is not None and not 1 <= dimension <= size:
-            raise ConfigError(f"dimension {dimension} is not between 1 and the model's {size}")
+        check_dimension(dimension, model.get_embedding_dimension())
     data_root = resolve_data_dir(data_dir)
     task_pairs = [load_sts_task(task, data_root) for task in parse_tasks(tasks)]
     sentences = list(dict.fromkeys(s for p in task_pairs for s in (*p.sentence1, *p.sentence2)))
     index = {sentence: i for i, sentence in enumerate(sentences)}
-    precision = resolve_precision(precision, model.device)
+    precision = effective_precision(model, precision)
     log.info("encoding %d distinct sentences of %d tasks (%s)", len(sentences), len(task_pairs), precision)
     if show_progress_bar:
         log_encoding_estimate(model, sentences, batch_size, precision)
@@ -166,7 +163,7 @@ def evaluate_retrieval(model: SentenceTransformer, folder: str, *, batch_size: i
         write_csv=False, name="retrieval",
         query_prompt_name="query" if model.prompts.get("query") else None,
         corpus_prompt_name="document" if model.prompts.get("document") else None)
-    precision = resolve_precision(precision, model.device)
+    precision = effective_precision(model, precision)
     log.info("retrieval: %d queries against %d documents (%s)", len(evaluator.queries), len(data.corpus),
              precision)
     started = time.perf_counter()

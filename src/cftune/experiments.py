@@ -91,12 +91,13 @@ def base_embedder(config: TrainConfig, prompt: str | None = None):
     """The untrained model with the design the configuration trains (pooling, attention, layers)."""
     return load_embedder(config.model, prompt=prompt or config.prompt, pooling=config.pooling,
                          attention=config.attention, layers=config.layers, pooled_layers=config.pooled_layers,
-                         inference=True)
+                         inference=True, precision="auto")
 
 
 def trained_embedder(run: Path):
-    """A run's model, loaded for evaluation: its LoRA merged in memory (2x faster), the folder unchanged."""
-    return load_embedder(str(run), inference=True)
+    """A run's model, loaded for evaluation: its LoRA merged in memory (2x faster), the folder unchanged;
+    bf16 weights where the hardware has bf16 natively."""
+    return load_embedder(str(run), inference=True, precision="auto")
 
 
 def train_stage(config: TrainConfig, run: Path, label: str = "") -> Stage:

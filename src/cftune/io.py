@@ -116,6 +116,10 @@ def cpu_name() -> str:
         return platform.processor() or "unknown CPU"
 
 
+# oneDNN's ISA limits (ONEDNN_MAX_CPU_ISA) below AVX512_CORE_BF16: with one of them, bf16 is emulated
+ONEDNN_ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+
 def cpu_has_native_bf16() -> bool:
     """bf16 matrix instructions in hardware: AVX512-BF16 or AMX on x86, the BF16 extension on Arm.
 
@@ -125,6 +129,8 @@ def cpu_has_native_bf16() -> bool:
     import torch
 
     if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):
+        if os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper() in ONEDNN_ISAS_WITHOUT_BF16:
+            return False  # the hardware has it, but oneDNN was told not to use it
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # Arm: oneDNN needs the BF16 extension
 

@@ -23,7 +23,7 @@ from sentence_transformers import SentenceTransformer
 from cftune.data import read_triplets
 from cftune.errors import ConfigError
 from cftune.io import atomic_file
-from cftune.models import autocast, resolve_precision
+from cftune.models import autocast, effective_precision
 
 log = logging.getLogger(__name__)
 MINED_FORMATS = (".csv", ".jsonl")
@@ -65,7 +65,7 @@ def mine(model: SentenceTransformer, pairs_path: str | os.PathLike, out: str | o
     pairs = read_triplets(pairs_path)
     dataset = Dataset.from_dict({"anchor": pairs.columns["anchor"], "positive": pairs.columns["positive"]})
     started = time.perf_counter()
-    with autocast(resolve_precision(precision, model.device), model.device):
+    with autocast(effective_precision(model, precision), model.device):
         mined = mine_hard_negatives(
             dataset, model, anchor_column_name="anchor", positive_column_name="positive", range_min=range_min,
             range_max=range_max, num_negatives=negatives, sampling_strategy=sampling,

@@ -20,7 +20,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 from sentence_transformers import SentenceTransformer
 
-from cftune.models import encode
+from cftune.errors import ConfigError
+from cftune.models import check_dimension, encode
 
 log = logging.getLogger(__name__)
 API_KEY_ENV = "CFTUNE_API_KEY"
@@ -297,9 +298,10 @@ def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 
         if body.embedding_type in ("binary", "ubinary") and (body.dimensions or full_dimension or 8) % 8:
             return error(400, "binary embeddings pack 8 numbers a byte: dimensions must be a multiple of 8",
                          "dimensions")
-        if body.dimensions is not None and not 1 <= body.dimensions <= (full_dimension or body.dimensions):
-            return error(400, f"dimensions must be between 1 and {full_dimension}, got {body.dimensions}",
-                         "dimensions")
+        try:
+            check_dimension(body.dimensions, full_dimension, "dimensions")
+        except ConfigError as bad:
+            return error(400, str(bad), "dimensions")
         if not texts:
             return error(400, "input must not be empty", "input")
         if len(texts) > max_batch:
