@@ -10,8 +10,11 @@ All three run in this one process on the same model and the same sentences (real
 
 Then a fine-tuned model's paths, in fp32 and (where the CPU has it natively) bf16: the base model, the
 model with a LoRA on all linear layers (rank 8, as the cpu-gemma3-270m recipe trains it) left unmerged,
-as PEFT runs it, and merged into the weights, as cftune's inference loads do. ``--tuned RUN`` uses a
-trained run folder; without it the adapter is a fresh one with random B (the same arithmetic).
+as PEFT runs it, and merged into the weights, as cftune's inference loads do; where bf16 is native, the
+merged model once more with its weights cast to bf16 (what inference loads do there now, instead of
+autocast); and the merged model in int8 (``--quantize int8``; needs torchao, ``cftune[int8]``).
+``--tuned RUN`` uses a trained run folder; without it the adapter is a fresh one with random B (the same
+arithmetic).
 
 Usage: python benchmarks/encode_throughput.py [--model gemma3-270m] [--n 512] [--data-dir ../shared/data]
                                               [--tuned RUN] [--skip-paper]
@@ -20,6 +23,7 @@ Usage: python benchmarks/encode_throughput.py [--model gemma3-270m] [--n 512] [-
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from pathlib import Path
 
@@ -30,7 +34,7 @@ from cftune import encode, load_embedder
 from cftune.config import load_config
 from cftune.data import load_sts_task, parse_tasks, resolve_data_dir
 from cftune.io import machine
-from cftune.models import autocast, merge_lora, prompt_of, resolve_precision, resolve_source
+from cftune.models import autocast, merge_lora, prompt_of, quantize_int8, resolve_precision, resolve_source
 from cftune.training import add_lora
 
 
@@ -72,20 +76,28 @@ def tuned_model(model: str, tuned: str | None):
 
 
 def tuned_rows(args, texts: list[str], precision: str) -> list[tuple[str, float]]:
-    """Base vs LoRA unmerged vs merged, in fp32 and in the native precision when it is not fp32."""
+    """Base vs LoRA unmerged vs merged, in fp32 and in the native precision when it is not fp32; there,
+    also the merged model with its weights cast to bf16 once, as inference loads do now."""
     base = load_embedder(args.model, prompt="eol", inference=True)
     unmerged, merged = tuned_model(args.model, args.tuned)
     a, b = encode(unmerged, texts[:64], precision="float32"), encode(merged, texts[:64], precision="float32")
     print(f"merged vs unmerged, fp32, 64 sentences: largest relative difference "
           f"{((a - b).norm(dim=1) / a.norm(dim=1)).max().item():.1e}")
+    paths = [(f"{name}, {run_precision}" + (" autocast" if run_precision != "float32" else ""), embedder,
+              run_precision)
+             for run_precision in dict.fromkeys(["float32", precision])
+             for name, embedder in (("base", base), ("tuned, LoRA unmerged", unmerged), ("tuned, LoRA merged", merged))]
+    if precision == "bfloat16":
+        paths.append(("tuned, LoRA merged, bf16 weights", copy.deepcopy(merged).to(torch.bfloat16), precision))
+    int8 = copy.deepcopy(merged)
+    quantize_int8(int8)  # --quantize int8
+    paths.append(("tuned, LoRA merged, int8 (torchao)", int8, "float32"))
     rows = []
-    for run_precision in dict.fromkeys(["float32", precision]):
-        for name, embedder in (("base", base), ("tuned, LoRA unmerged", unmerged), ("tuned, LoRA merged", merged)):
-            encode(embedder, texts[:32], precision=run_precision)  # warm-up
-            started = time.perf_counter()
-            encode(embedder, texts, batch_size=args.batch_size, precision=run_precision)
-            seconds = time.perf_counter() - started
-            rows.append((f"{name}, {run_precision}", seconds))
+    for name, embedder, run_precision in paths:
+        encode(embedder, texts[:32], precision=run_precision)  # warm-up
+        started = time.perf_counter()
+        encode(embedder, texts, batch_size=args.batch_size, precision=run_precision)
+        rows.append((name, time.perf_counter() - started))
     return rows
 
 
