@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from cftune import encode, load_embedder
+from cftune.cli import main
 from cftune.config import load_config
 from cftune.errors import ConfigError
 from cftune.evaluation import evaluate_sts
@@ -121,3 +122,14 @@ def test_quantize_is_refused_for_training_loads_and_names_the_missing_package(ti
     monkeypatch.setitem(sys.modules, "torchao.quantization", None)  # as if torchao were not installed
     with pytest.raises(ConfigError, match=r"pip install 'cftune\[int8\]'"):
         load_embedder(str(tiny_models["llama"]), inference=True, quantize="int8")
+
+
+def test_the_quantize_flag_reaches_the_model_a_command_loads(tiny_models, tmp_path, capsys):
+    folder = str(tuned_folder(tiny_models, tmp_path, "gemma3_text"))
+    a, b = "A man plays a guitar.", CORPUS[1]
+    assert main(["similarity", "--model", folder, "--quantize", "int8", a, b]) == 0
+    int8 = encode(load_embedder(folder, inference=True, quantize="int8"), [a, b])
+    assert float(capsys.readouterr().out) == pytest.approx(float(torch.cosine_similarity(*int8[:, None])), abs=1e-4)
+    with pytest.raises(SystemExit):  # argparse names the choices
+        main(["similarity", "--model", folder, "--quantize", "int4", a, b])
+    assert "invalid choice: 'int4' (choose from 'int8')" in capsys.readouterr().err

@@ -385,7 +385,7 @@ def test_embed_bad_input_is_named_or_skipped_and_nothing_half_written(tiny_model
 def test_similarity_command_prints_the_cosine(tiny_models, capsys):
     model = str(tiny_models["bert"])
     assert main(["similarity", "--model", model, TEXTS[0], TEXTS[1]]) == 0
-    vectors = encode(load_embedder(model), TEXTS[:2])
+    vectors = encode(load_embedder(model, inference=True, precision="auto"), TEXTS[:2])  # loaded as it loads
     cosine = float(np.dot(*vectors.numpy()) / np.prod(np.linalg.norm(vectors.numpy(), axis=1)))
     assert float(capsys.readouterr().out) == pytest.approx(cosine, abs=1e-4)
 

@@ -202,8 +202,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="auto = bf16 where the hardware has it natively (CUDA, AVX512-BF16 or AMX)")
     parser.add_argument("--quantize", choices=QUANTIZATIONS, help="int8: int8 weights and activations in every "
-                        "linear layer (torchao: pip install 'cftune[int8]'); for CPUs without native bf16, "
-                        "where it ran 1.3-1.4x faster than fp32 for 0.3 points of STS-B dev")
+                        "linear layer (torchao: pip install 'cftune[int8]'); for CPUs without native bf16, where "
+                        "it measured 1.2-1.4x fp32's speed and 0.3-0.4 STS points below it")
     parser.add_argument("--device", help="cpu, cuda, ... (default: best available)")
 
 

@@ -203,7 +203,7 @@ def benchmark(*, hidden_size: int = GEMMA3_270M["hidden_size"],
                               query_pre_attn_scalar=head_dim, sliding_window=512, use_cache=False)
     torch.manual_seed(0)
     with torch.device(device):
-        model = Gemma3TextModel(config)  # fp32 weights, as cftune loads them; autocast does the rest
+        model = Gemma3TextModel(config)  # fp32 weights, as cftune loads them for training
     ids = torch.randint(3, vocab_size, (batch_size, tokens), device=device)
     mask = torch.ones_like(ids)
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
@@ -213,7 +213,10 @@ def benchmark(*, hidden_size: int = GEMMA3_270M["hidden_size"],
             model(input_ids=ids, attention_mask=mask)
 
     model.eval()
+    if precision == "bfloat16":
+        model.bfloat16()  # as an inference load casts it (load_embedder(..., inference=True))
     forward_s = _timed(forward, sync)
+    model.float()  # training keeps fp32 weights under autocast
 
     from peft import LoraConfig, TaskType
 

@@ -375,7 +375,7 @@ def load_embedder(
             with ``adapter``) is merged into the weights in memory; the folder on disk keeps its adapter.
         precision: with ``inference``, the precision the model will encode in (``auto``, ``float32`` or
             ``bfloat16``); where that is bf16 the weights are cast to bf16 once, here, instead of autocast
-            casting every weight again at every batch (1.3x faster on a 2-core CPU with AMX).
+            casting every weight again at every batch (1.3-1.5x faster on a 2-core CPU with AMX).
         quantize: with ``inference``, ``int8`` runs every linear layer of the transformer in int8 (see
             ``quantize_int8``); ``precision`` is then ignored.
     """
@@ -414,7 +414,6 @@ def load_embedder(
         raise ConfigError("quantize is for inference loads (eval, embed, similarity, serve); training needs "
                           "float weights")
     return embedder
-
 
 
 def quantize_int8(model: SentenceTransformer) -> None:
