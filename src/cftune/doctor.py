@@ -123,7 +123,12 @@ def facts(data_dir: str | None = None, device: str | None = None) -> list[tuple[
     else:
         rows.append(("gpu", "none (CUDA not available)"))
     rows.append(("device", f"{device}" + (" (default)" if device == default_device() else "")))
-    rows.append(("precision auto", f"{resolve_precision('auto', device)} on {device}"))
+    auto = resolve_precision("auto", device)
+    how = " (inference loads cast the weights to bf16; training runs under autocast)" if auto == "bfloat16" else ""
+    rows.append(("precision auto", f"{auto} on {device}{how}"))
+    torchao = _version("torchao")
+    rows.append(("--quantize int8", "available (torchao " + torchao + ")" if torchao != "not installed"
+                 else "needs torchao: pip install 'cftune[int8]'"))
     cache = cache_dir()
     rows.append(("model cache", f"{cache} ($CFTUNE_CACHE; dequantized GGUF)"
                  + ("" if cache.is_dir() else ", not created yet")))
