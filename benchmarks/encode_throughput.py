@@ -33,6 +33,7 @@ from transformers import AutoModelForCausalLM
 from cftune import encode, load_embedder
 from cftune.config import load_config
 from cftune.data import load_sts_task, parse_tasks, resolve_data_dir
+from cftune.errors import ConfigError
 from cftune.io import machine
 from cftune.models import autocast, merge_lora, prompt_of, quantize_int8, resolve_precision, resolve_source
 from cftune.training import add_lora
@@ -90,8 +91,11 @@ def tuned_rows(args, texts: list[str], precision: str) -> list[tuple[str, float]
     if precision == "bfloat16":
         paths.append(("tuned, LoRA merged, bf16 weights", copy.deepcopy(merged).to(torch.bfloat16), precision))
     int8 = copy.deepcopy(merged)
-    quantize_int8(int8)  # --quantize int8
-    paths.append(("tuned, LoRA merged, int8 (torchao)", int8, "float32"))
+    try:
+        quantize_int8(int8)  # --quantize int8
+        paths.append(("tuned, LoRA merged, int8 (torchao)", int8, "float32"))
+    except ConfigError as error:
+        print(f"no int8 row: {error}")
     rows = []
     for name, embedder, run_precision in paths:
         encode(embedder, texts[:32], precision=run_precision)  # warm-up

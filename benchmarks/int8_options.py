@@ -6,8 +6,8 @@ A tuned model (LoRA merged) encodes the same STS sentences in each of:
   bf16 weights              weights cast to bf16 once (cftune's inference load where bf16 is native)
   torch.ao dynamic int8     torch's own quantize_dynamic on every linear layer: int8 weights (per output
                             channel) and int8 activations with ONE scale per batch tensor (oneDNN kernels)
-  torchao int8, eager       torchao's Int8DynamicActivationInt8WeightConfig: one activation scale per token
-                            (only when torchao is installed; it is not a cftune dependency)
+  torchao int8, eager       torchao's Int8DynamicActivationInt8WeightConfig: one activation scale per token;
+                            what ``--quantize int8`` ships (needs torchao: cftune[int8])
 
 and prints sentences/s, the speed-up over fp32 and the lowest and mean cosine to the fp32 vector.
 Set ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI to see a CPU class with int8 (VNNI) but no native bf16.
@@ -27,8 +27,9 @@ from encode_throughput import sample_sentences
 
 from cftune import encode, load_embedder
 from cftune.data import resolve_data_dir
+from cftune.errors import ConfigError
 from cftune.io import machine
-from cftune.models import lm_body
+from cftune.models import lm_body, quantize_int8
 
 
 def torch_ao_int8(model):
@@ -42,9 +43,7 @@ def torch_ao_int8(model):
 
 
 def torchao_int8(model):
-    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
-
-    quantize_(lm_body(model), Int8DynamicActivationInt8WeightConfig())
+    quantize_int8(model)
     return model
 
 
@@ -68,7 +67,7 @@ def main() -> None:
     for name, build in paths.items():
         try:
             model = build()
-        except ImportError as error:
+        except ConfigError as error:  # torchao not installed
             print(f"| {name} | not run: {error} | | | |")
             continue
         encode(model, texts[:32], precision="float32")  # warm-up
