@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -56,7 +57,9 @@ def main() -> None:
                      "average": round(result.average, 2), "scores": result.scores})
         print(f"{name}: {seconds / 60:.1f} min, average {result.average:.2f}", flush=True)
 
-    report = {"run": args.run, "tasks": args.tasks, "machine": machine(), "rows": rows}
+    isa_limit = os.environ.get("ONEDNN_MAX_CPU_ISA")  # set to see a CPU class this one is not
+    report = {"run": args.run, "tasks": args.tasks, "machine": machine()
+              + (f", ONEDNN_MAX_CPU_ISA={isa_limit}" if isa_limit else ""), "rows": rows}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
