@@ -93,8 +93,9 @@ def evaluate_sts_dimensions(
 ) -> list[StsResult]:
     """Score ``model`` with its vectors cut to each of ``dimensions`` (None: as the model returns them), from
     one encoding pass: a Matryoshka model's leading dimensions are its shorter vectors."""
+    size = model.get_embedding_dimension()
     for dimension in dimensions:  # checked before the long part
-        check_dimension(dimension, model.get_embedding_dimension())
+        check_dimension(dimension, size)
     data_root = resolve_data_dir(data_dir)
     task_pairs = [load_sts_task(task, data_root) for task in parse_tasks(tasks)]
     sentences = list(dict.fromkeys(s for p in task_pairs for s in (*p.sentence1, *p.sentence2)))

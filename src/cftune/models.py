@@ -379,6 +379,13 @@ def load_embedder(
         quantize: with ``inference``, ``int8`` runs every linear layer of the transformer in int8 (see
             ``quantize_int8``); ``precision`` is then ignored.
     """
+    if quantize is not None:  # said before the model loads
+        if quantize not in QUANTIZATIONS:
+            raise ConfigError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
+        if not inference:
+            raise ConfigError("quantize is for inference loads (eval, embed, similarity, serve); training needs "
+                              "float weights")
+        _torchao_int8()
     source, trust_remote_code = resolve_source(model)
     design = {"pooling": pooling, "attention": attention, "layers": layers, "pooled_layers": pooled_layers}
     if is_sentence_transformers_model(source):
@@ -401,8 +408,6 @@ def load_embedder(
         if not (Path(adapter) / "adapter_config.json").exists():
             raise ModelSourceError(f"{adapter} is not a PEFT adapter folder (no adapter_config.json)")
         embedder.load_adapter(adapter)
-    if quantize is not None and quantize not in QUANTIZATIONS:
-        raise ConfigError(f"quantize must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
     if inference:
         merge_lora(embedder)
         embedder.eval()
@@ -410,10 +415,16 @@ def load_embedder(
             quantize_int8(embedder)
         elif precision is not None and resolve_precision(precision, embedder.device) == "bfloat16":
             embedder.to(torch.bfloat16)
-    elif quantize is not None:
-        raise ConfigError("quantize is for inference loads (eval, embed, similarity, serve); training needs "
-                          "float weights")
     return embedder
+
+
+def _torchao_int8():
+    """torchao's ``quantize_`` and its int8 configuration, or an error that says what to install."""
+    try:
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+    except ImportError:
+        raise ConfigError("quantize=int8 needs torchao: pip install 'cftune[int8]'") from None
+    return quantize_, Int8DynamicActivationInt8WeightConfig
 
 
 def quantize_int8(model: SentenceTransformer) -> None:
@@ -424,12 +435,8 @@ def quantize_int8(model: SentenceTransformer) -> None:
     Gemma 3's activations have outlier channels, so it cost 1.8 points on STS-B dev against 0.3 for torchao
     (benchmarks/int8_options.py has both). On a CPU with native bf16, bf16 weights are faster than either.
     """
-    logging.getLogger("torchao").setLevel(logging.ERROR)  # it warns about its CUDA kernels on every CPU
-    try:
-        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
-    except ImportError:
-        raise ConfigError("quantize=int8 needs torchao: pip install 'cftune[int8]'") from None
-    quantize_(lm_body(model), Int8DynamicActivationInt8WeightConfig())
+    quantize_, int8_config = _torchao_int8()
+    quantize_(lm_body(model), int8_config())
     # read by effective_precision, so a report says int8, not float32 (not a declared Module attribute)
     setattr(model, "cftune_quantization", "int8")  # noqa: B010
 
