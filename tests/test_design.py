@@ -7,7 +7,15 @@ from sentence_transformers import SentenceTransformer
 
 from cftune import ModelSourceError, encode, load_embedder
 from cftune.config import ConfigError, load_config
-from cftune.models import attention_of, layers_of, pooling_of
+from cftune.models import (
+    attention_of,
+    layers_of,
+    leaves_prompt_out,
+    named_prompts,
+    pooling_of,
+    prompt_of,
+    set_prompt,
+)
 from cftune.training import add_lora, freeze_token_embeddings
 from conftest import CORPUS
 
@@ -287,3 +295,109 @@ def test_mntp_warm_up_runs_before_contrastive_training_and_lowers_its_loss(tiny_
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["mntp_last_loss"] < summary["mntp_first_loss"] and summary["steps"] == 2
     assert attention_of(load_embedder(str(run))) == "bidirectional"
+
+
+PREFIX = "Represent this sentence: "
+
+
+def token_states(embedder, texts: list[str], **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    features = embedder.preprocess(texts, **kwargs)
+    with torch.no_grad():
+        return embedder[0](features)["token_embeddings"], features["attention_mask"]
+
+
+@pytest.mark.parametrize("arch", ["gemma3_text", "qwen3"])  # with and without a BOS
+def test_leaving_the_prompt_out_changes_nothing_without_a_prompt(tiny_models, tmp_path, arch):
+    """With no prompt, the plain-text path (tokenizer appends EOS) embeds exactly as the chat-template path."""
+    included = load_embedder(str(tiny_models[arch]), pooling="mean")
+    left_out = load_embedder(str(tiny_models[arch]), pooling="mean", include_prompt=False)
+    np.testing.assert_array_equal(included.tokenize(TEXTS)["input_ids"], left_out.tokenize(TEXTS)["input_ids"])
+    np.testing.assert_allclose(encode(left_out, TEXTS, precision="float32").numpy(),
+                               encode(included, TEXTS, precision="float32").numpy(), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "weightedmean"])
+def test_the_prompt_is_left_out_of_the_mean_and_a_saved_folder_does_the_same(tiny_models, tmp_path, pooling):
+    embedder = load_embedder(str(tiny_models["gemma3_text"]), prompt=PREFIX + "{text}", pooling=pooling,
+                             include_prompt=False)
+    ours = encode(embedder, TEXTS, batch_size=len(TEXTS), precision="float32").numpy()
+    tokenizer = embedder.tokenizer
+    prompt_tokens = len(tokenizer(PREFIX)["input_ids"]) - 1  # BOS + the prefix (the EOS after it is not)
+    for i, text in enumerate(TEXTS):
+        states, _ = token_states(embedder, [PREFIX + text])
+        ids = tokenizer(PREFIX + text)["input_ids"]
+        assert ids[0] == tokenizer.bos_token_id and ids[-1] == tokenizer.eos_token_id
+        kept = states[0, prompt_tokens:]  # the text and its EOS
+        weights = torch.arange(prompt_tokens + 1, len(ids) + 1, dtype=torch.float32)[:, None]
+        expected = kept.mean(0) if pooling == "mean" else (kept * weights).sum(0) / weights.sum()
+        np.testing.assert_allclose(ours[i], expected.numpy(), atol=1e-5, rtol=0)  # batched == alone, by hand
+    with_prompt = load_embedder(str(tiny_models["gemma3_text"]), prompt=PREFIX + "{text}", pooling=pooling)
+    assert not np.allclose(encode(with_prompt, TEXTS, precision="float32").numpy(), ours, atol=1e-3)
+
+    embedder.save(str(tmp_path / "saved"))
+    plain = SentenceTransformer(str(tmp_path / "saved"), device="cpu")
+    np.testing.assert_allclose(plain.encode(TEXTS, convert_to_numpy=True), ours, atol=1e-5, rtol=0)
+    reloaded = load_embedder(str(tmp_path / "saved"), inference=True, precision="float32")
+    assert prompt_of(reloaded) == PREFIX + "{text}" and leaves_prompt_out(reloaded)
+    np.testing.assert_allclose(encode(reloaded, TEXTS, precision="float32").numpy(), ours, atol=1e-5, rtol=0)
+    with pytest.raises(ModelSourceError, match="include_prompt=True"):
+        load_embedder(str(tmp_path / "saved"), include_prompt=True)
+    set_prompt(reloaded, "none")  # a new prefix (here none) is what is put before, and left out, now
+    np.testing.assert_allclose(encode(reloaded, TEXTS, precision="float32").numpy(),
+                               encode(load_embedder(str(tiny_models["gemma3_text"]), pooling=pooling),
+                                      TEXTS, precision="float32").numpy(), atol=1e-5, rtol=0)
+    with pytest.raises(ModelSourceError, match="puts text after it"):
+        set_prompt(reloaded, "eol")
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"pooling": "lasttoken"}, "needs mean or weightedmean pooling, not lasttoken"),
+    ({"pooling": "mean", "prompt": "eol"}, "'eol' puts text after it"),
+])
+def test_leaving_the_prompt_out_is_refused_where_it_cannot_work(tiny_models, settings, message):
+    with pytest.raises(ModelSourceError, match=f"^include_prompt: false .*{message}"):
+        load_embedder(str(tiny_models["gemma3_text"]), include_prompt=False, **settings)
+    with pytest.raises(ConfigError, match=f"^include_prompt: false .*{message}"):
+        load_config(overrides={"include_prompt": False, **settings})
+
+
+def test_training_leaves_the_template_and_the_named_prompts_out_of_the_mean(tiny_models, nli_dir, tmp_path,
+                                                                            monkeypatch):
+    from sentence_transformers import SentenceTransformer as PlainST
+
+    from cftune.training import export, train
+
+    prompts_seen = []
+    real_preprocess = PlainST.preprocess
+
+    def recording_preprocess(self, inputs, *args, prompt=None, **kwargs):
+        prompts_seen.append(prompt)
+        return real_preprocess(self, inputs, *args, prompt=prompt, **kwargs)
+
+    monkeypatch.setattr(PlainST, "preprocess", recording_preprocess)
+    config = load_config(overrides={"model": str(tiny_models["gemma3_text"]), "data_dir": str(nli_dir),
+                                    "prompt": PREFIX + "{text}", "query_prompt": "query: ", "pooling": "mean",
+                                    "include_prompt": False, "max_steps": 2, "batch_size": 8, "eval_steps": 0,
+                                    "save_steps": 2, "precision": "float32", "lora.dropout": 0.0})
+    run = train(config, tmp_path / "run")
+    monkeypatch.undo()
+    # plain text: the collator puts the template's prefix, then the column's named prompt, before each text
+    # (the model card's widget examples are embedded with the default prompt, the prefix alone)
+    steps = [i for i, p in enumerate(prompts_seen) if p == PREFIX + "query: "]
+    assert len(steps) >= 2 and all(prompts_seen[i + 1:i + 3] == [PREFIX, PREFIX] for i in steps)
+    assert set(prompts_seen) - {None} == {PREFIX + "query: ", PREFIX}
+
+    plain = SentenceTransformer(str(run), device="cpu")
+    ours = load_embedder(str(run), inference=True, precision="float32")
+    assert named_prompts(ours) == {"query": "query: ", "document": ""}
+    as_query = encode(ours, TEXTS, precision="float32", prompt_name="query").numpy()
+    np.testing.assert_allclose(plain.encode_query(TEXTS), as_query, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(plain.encode(TEXTS), encode(ours, TEXTS, precision="float32").numpy(), atol=1e-5)
+    # the query's vector is the mean over the text (and EOS) only: prefix and query prompt are left out
+    prompt_tokens = len(ours.tokenizer(PREFIX + "query: ")["input_ids"]) - 1
+    states, _ = token_states(ours, [PREFIX + "query: " + TEXTS[1]])
+    np.testing.assert_allclose(as_query[1], states[0, prompt_tokens:].mean(0).numpy(), atol=1e-5, rtol=0)
+    assert "the prompt's tokens left out of the mean" in (run / "README.md").read_text()
+    for merge in (False, True):  # exported with its adapter, or merged: plain sentence-transformers, same vectors
+        exported = PlainST(str(export(run, tmp_path / f"export-{merge}", merge=merge)), device="cpu")
+        np.testing.assert_allclose(exported.encode_query(TEXTS), as_query, atol=1e-5, rtol=0)

@@ -164,19 +164,31 @@ def test_api_key_is_required_on_every_request(tiny_models, monkeypatch):
         process.wait(timeout=30)
 
 
-def test_a_request_can_name_the_query_or_document_prompt(tiny_models):
+@pytest.mark.parametrize("design", [{"prompt": "eol"},  # the chat template puts the named prompt after its prefix
+                                    {"prompt": "Represent: {text}", "include_prompt": False}])  # left out
+def test_a_request_can_name_the_query_or_document_prompt(tiny_models, design):
     from fastapi.testclient import TestClient
 
-    from cftune.serving import create_app
+    from cftune.models import set_named_prompts
+    from cftune.serving import Batcher, create_app
 
     # mean pooling: a tiny random model's EOS state barely depends on the text, its token mean does
-    model = load_embedder(str(tiny_models["gemma3_text"]), prompt="eol", pooling="mean")
-    model.prompts = {"query": "query: ", "document": "passage: "}
-    want = encode(model, TEXTS[:2], precision="float32", prompt_name="document").numpy()
+    model = load_embedder(str(tiny_models["gemma3_text"]), pooling="mean", **design)
+    set_named_prompts(model, {"query": "query: ", "document": "passage: "})
+    want = {name: encode(model, TEXTS[:2], precision="float32", prompt_name=name).numpy()
+            for name in (None, "query", "document")}
     with TestClient(create_app(model, "tiny", precision="float32", normalize=False)) as client:
-        data = client.post("/v1/embeddings", json={"input": TEXTS[:2], "prompt_name": "document"}).json()["data"]
-    np.testing.assert_allclose([d["embedding"] for d in data], want, atol=1e-5)
-    assert not np.allclose(want, encode(model, TEXTS[:2], precision="float32").numpy(), atol=1e-3)
+        for name, vectors in want.items():
+            data = client.post("/v1/embeddings", json={"input": TEXTS[:2], "prompt_name": name}).json()["data"]
+            np.testing.assert_allclose([d["embedding"] for d in data], vectors, atol=1e-5)
+    assert not np.allclose(want["document"], want[None], atol=1e-3)
+    # requests with different prompts that wait together are encoded per prompt, each getting its own vectors
+    batcher = Batcher(model, max_batch=8, precision="float32")
+    jobs = [(TEXTS[:1], "query", None), (TEXTS[:2], None, None), (TEXTS[1:2], "query", None)]
+    got = batcher._encode_jobs(jobs)
+    for (texts, name, _), vectors in zip(jobs, got, strict=True):
+        alone = encode(model, texts, precision="float32", prompt_name=name).numpy()
+        np.testing.assert_allclose(vectors, alone, atol=1e-5, rtol=0)
 
 
 def test_int8_output_scales_each_dimension_to_the_calibration_range(tiny_models):

@@ -199,6 +199,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         "the last of them (default: all); a saved embedder keeps its own")
     parser.add_argument("--pooled-layers", type=int, help="for a raw LM: pool a weighted mean of the last N "
                         "layers (default: 1, the last); a saved embedder keeps its own")
+    parser.add_argument("--include-prompt", action=argparse.BooleanOptionalAction, help="for a raw LM with mean or "
+                        "weightedmean pooling: --no-include-prompt leaves the prompt's tokens out of the mean "
+                        "(default: included); a saved embedder keeps its own")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="auto = bf16 where the hardware has it natively (CUDA, AVX512-BF16 or AMX)")
     parser.add_argument("--quantize", choices=QUANTIZATIONS, help="int8: int8 weights and activations in every "
@@ -213,7 +216,8 @@ def load_model(args: argparse.Namespace):
 
     return load_embedder(args.model, adapter=args.adapter, prompt=args.prompt, pooling=args.pooling,
                          attention=args.attention, layers=args.layers, pooled_layers=args.pooled_layers,
-                         device=args.device, inference=True, precision=args.precision,
+                         include_prompt=args.include_prompt, device=args.device, inference=True,
+                         precision=args.precision,
                          quantize=args.quantize)
 
 

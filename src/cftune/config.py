@@ -43,6 +43,10 @@ class TrainConfig:
     document_prompt: str = ""
     # the embedder's design (see cftune.models): the paper's choice is the default of each
     pooling: str = "lasttoken"  # lasttoken (EOS state) | mean | weightedmean (SGPT position weights)
+    # false: the prompt's tokens (the template's text before {text}, and a query/document prompt) are left
+    # out of a mean, as INSTRUCTOR and LLM2Vec do with their instructions; mean/weightedmean pooling and a
+    # template with nothing after {text} only (sentence-transformers' Pooling include_prompt)
+    include_prompt: bool = True
     attention: str = "causal"  # causal | bidirectional (Gemma 3, as EmbeddingGemma)
     layers: int = 0  # run only the first N transformer layers and pool the last of them (0: all)
     pooled_layers: int = 1  # pool a weighted mean of the last N layers' states (1: the last layer only)
@@ -138,6 +142,22 @@ def _prompt_ok(prompt: str) -> bool:
     return prompt in PROMPTS or prompt.count("{text}") == 1
 
 
+def prompt_exclusion_problem(prompt: str, pooling: str) -> str | None:
+    """Why ``include_prompt: false`` cannot work with this prompt and pooling, or None when it can.
+
+    sentence-transformers leaves out the first tokens of each input, as many as the prompt it put before the
+    text has; so the prompt must come before the text, all of it, and the pooling must average tokens."""
+    from cftune.aliases import PROMPTS
+
+    if pooling not in ("mean", "weightedmean"):
+        return f"false leaves tokens out of a mean: it needs mean or weightedmean pooling, not {pooling}"
+    template = PROMPTS.get(prompt, prompt)
+    if not template.endswith("{text}"):
+        return (f"false needs a prompt with nothing after {{text}} (none, or a prefix such as "
+                f"'Query: {{text}}'); {prompt!r} puts text after it")
+    return None
+
+
 def _finite(check: Callable[[float], bool]) -> Callable[[float], bool]:
     return lambda value: math.isfinite(value) and check(value)  # nan and inf fail every comparison we mean
 
@@ -203,6 +223,8 @@ def validate(config: TrainConfig, origins: dict[str, str] | None = None) -> Trai
             ok = False
         if not ok:
             fail(name, f"must be {must}, got {value!r}")
+    if not config.include_prompt and (problem := prompt_exclusion_problem(config.prompt, config.pooling)):
+        fail("include_prompt", problem)
     # the best checkpoint is chosen among saved ones, so saves must fall on dev evaluations (transformers
     # refuses this too, but only once the model is loaded)
     if config.eval_steps and config.save_steps % config.eval_steps:

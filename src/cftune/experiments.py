@@ -91,7 +91,7 @@ def base_embedder(config: TrainConfig, prompt: str | None = None):
     """The untrained model with the design the configuration trains (pooling, attention, layers)."""
     return load_embedder(config.model, prompt=prompt or config.prompt, pooling=config.pooling,
                          attention=config.attention, layers=config.layers, pooled_layers=config.pooled_layers,
-                         inference=True, precision="auto")
+                         include_prompt=config.include_prompt, inference=True, precision="auto")
 
 
 def trained_embedder(run: Path):

@@ -33,7 +33,7 @@ from transformers import PreTrainedModel
 
 # the names the command line needs live in the light cftune.aliases (no torch), re-exported here
 from cftune.aliases import ALIASES, DEFAULT_MODEL, PROMPTS, Alias, cache_dir  # noqa: F401
-from cftune.config import ATTENTIONS, POOLINGS, PRECISIONS, QUANTIZATIONS
+from cftune.config import ATTENTIONS, POOLINGS, PRECISIONS, QUANTIZATIONS, prompt_exclusion_problem
 from cftune.errors import ConfigError, ModelSourceError
 from cftune.io import cpu_has_native_bf16, replace_folder_atomically
 
@@ -204,9 +204,66 @@ def set_prompt(model: SentenceTransformer, prompt: str | None) -> None:
             return
         raise ModelSourceError("prompt templates apply to EOS-pooled decoder LMs; this model is an encoder "
                                "with its own pooling")
+    template = resolve_prompt(prompt)
+    if leaves_prompt_out(model) and (problem := prompt_exclusion_problem(template, pooling_of(model) or "")):
+        raise ModelSourceError(f"this model leaves its prompt out of the mean (include_prompt: {problem})")
+    named = named_prompts(model)
     tokenizer = lm_module(model).tokenizer
     assert tokenizer is not None  # a decoder embedder (prompt_of found its template) has one
-    tokenizer.chat_template = embedding_chat_template(tokenizer, resolve_prompt(prompt))
+    tokenizer.chat_template = embedding_chat_template(tokenizer, template)
+    set_named_prompts(model, named)
+
+
+# An embedder that leaves its prompt out of the mean (include_prompt=false) reads plain text, not the chat
+# template: sentence-transformers counts the tokens of a prompt it puts before plain text, and leaves that many
+# out of the pooling, but it does not count them in a chat template. So the template's prefix becomes the
+# model's default prompt, each named prompt is that prefix plus its own text (the order the chat template
+# renders), and the tokenizer itself appends the EOS. The chat template stays, unused, as the record of the
+# template (prompt_of reads it).
+TEMPLATE_PROMPT = "template"  # the default prompt's name: the template's text before {text}
+TEXT_MODALITY = {"text": {"method": "forward", "method_output_name": "last_hidden_state"}}
+
+
+def leaves_prompt_out(model: SentenceTransformer) -> bool:
+    return any(isinstance(m, Pooling) and not m.include_prompt for m in model)
+
+
+def _prompt_prefix(model: SentenceTransformer) -> str:
+    """What sentence-transformers must put before each text itself ("" where the chat template does it)."""
+    return (prompt_of(model) or "{text}").split("{text}")[0] if leaves_prompt_out(model) else ""
+
+
+def named_prompts(model: SentenceTransformer) -> dict[str, str]:
+    """The model's named prompts (query, document) as they were given, without the template's prefix."""
+    prefix = _prompt_prefix(model)
+    return {name: (text or "")[len(prefix):] for name, text in model.prompts.items() if name != TEMPLATE_PROMPT}
+
+
+def set_named_prompts(model: SentenceTransformer, named: dict[str, str]) -> dict[str, str]:
+    """Give the model these named prompts; returns what sentence-transformers must put before a text for each
+    (the template's prefix included where the model reads plain text)."""
+    prefix = _prompt_prefix(model)
+    full = {name: prefix + text for name, text in named.items()}
+    model.prompts = {**full, **({TEMPLATE_PROMPT: prefix} if prefix else {})}
+    model.default_prompt_name = TEMPLATE_PROMPT if prefix else None
+    return full
+
+
+def append_eos_when_tokenizing(tokenizer) -> None:
+    """Make the tokenizer end every text with EOS itself (kept in its tokenizer.json), keeping its BOS."""
+    from tokenizers import processors
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ModelSourceError("include_prompt=false needs a fast (tokenizers) tokenizer; this model has a slow one")
+    if tokenizer.eos_token is None:
+        raise ModelSourceError("this tokenizer has no EOS token, so it cannot be EOS-pooled")
+    probe = tokenizer("a")["input_ids"]
+    bos = [tokenizer.bos_token] if tokenizer.bos_token_id is not None and probe[:1] == [tokenizer.bos_token_id] else []
+    eos = tokenizer.eos_token
+    backend.post_processor = processors.TemplateProcessing(
+        single=[*bos, "$A", eos], pair=[*bos, "$A", eos, "$B:1", f"{eos}:1"],
+        special_tokens=[(token, tokenizer.convert_tokens_to_ids(token)) for token in [*bos, eos]])
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -270,11 +327,13 @@ def layers_config(config, layers: int, pooled_layers: int) -> dict:
 
 
 def _decoder_embedder(source: str, config, prompt: str | None, pooling: str, attention: str, layers: int,
-                      pooled_layers: int, trust_remote_code: bool, device: str | None):
+                      pooled_layers: int, include_prompt: bool, trust_remote_code: bool, device: str | None):
     from transformers import AutoTokenizer
 
     if pooling not in POOLINGS:
         raise ModelSourceError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    if not include_prompt and (problem := prompt_exclusion_problem(prompt or "none", pooling)):
+        raise ModelSourceError(f"include_prompt: {problem}")
     design = attention_config(config, attention) | layers_config(config, layers, pooled_layers)
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     transformer = Transformer(
@@ -287,9 +346,12 @@ def _decoder_embedder(source: str, config, prompt: str | None, pooling: str, att
             "chat_template": embedding_chat_template(tokenizer, resolve_prompt(prompt)),
         },
         config_kwargs={"trust_remote_code": trust_remote_code, **design},
+        **({} if include_prompt else {"modality_config": TEXT_MODALITY, "module_output_name": "token_embeddings"}),
     )
     keep_config_in_saved_folder(transformer, design)
     tok = transformer.tokenizer
+    if not include_prompt:
+        append_eos_when_tokenizing(tok)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token  # padding is masked; the EOS position comes from the mask, not the id
     # Right padding keeps every real token at the position it has when the text is embedded alone, so a
@@ -302,8 +364,10 @@ def _decoder_embedder(source: str, config, prompt: str | None, pooling: str, att
         # pooled_layers layers' states (weights start equal and are trained with the adapter)
         kept = layers or config.num_hidden_layers
         modules.append(WeightedLayerPooling(dimension, num_hidden_layers=kept, layer_start=kept + 1 - pooled_layers))
-    modules.append(Pooling(dimension, pooling_mode=pooling))
-    return SentenceTransformer(modules=modules, device=device, similarity_fn_name="cosine")
+    modules.append(Pooling(dimension, pooling_mode=pooling, include_prompt=include_prompt))
+    embedder = SentenceTransformer(modules=modules, device=device, similarity_fn_name="cosine")
+    set_named_prompts(embedder, {})  # the template's prefix, where the model reads plain text
+    return embedder
 
 
 def layers_of(model: SentenceTransformer) -> tuple[int, int]:
@@ -318,11 +382,12 @@ def pooling_of(model: SentenceTransformer) -> str | None:
     return poolers[0].pooling_mode if poolers else None
 
 
-def _check_saved_design(model: SentenceTransformer, source: str, asked: dict[str, str | int | None]) -> None:
+def _check_saved_design(model: SentenceTransformer, source: str,
+                        asked: dict[str, str | int | bool | None]) -> None:
     """A saved embedder is used as it was trained; asking for another design is a mistake, not a switch."""
     layers, pooled_layers = layers_of(model)
     saved = {"pooling": pooling_of(model), "attention": attention_of(model), "layers": layers,
-             "pooled_layers": pooled_layers}
+             "pooled_layers": pooled_layers, "include_prompt": not leaves_prompt_out(model)}
     for name, value in asked.items():
         if value is not None and value != saved[name] and not (name == "layers" and value == 0):
             raise ModelSourceError(f"{source} embeds with {name}={saved[name]}; it cannot be loaded with "
@@ -351,6 +416,7 @@ def load_embedder(
     attention: str | None = None,
     layers: int | None = None,
     pooled_layers: int | None = None,
+    include_prompt: bool | None = None,
     device: str | None = None,
     inference: bool = False,
     precision: str | None = None,
@@ -370,6 +436,9 @@ def load_embedder(
             them (0 or None: all, the paper's choice); the rest are not loaded. As ``pooling`` otherwise.
         pooled_layers: for a raw decoder LM, pool a weighted mean of the last ``pooled_layers`` layers'
             states (1 or None: the last layer only); as ``pooling`` otherwise.
+        include_prompt: for a raw decoder LM, False leaves the prompt's tokens (the template's text before
+            ``{text}`` and a named prompt) out of a mean or weightedmean pooling (default True: the mean
+            includes them); as ``pooling`` otherwise.
         device: torch device; sentence-transformers picks one when None.
         inference: load for speed rather than for training: a LoRA adapter (saved in the folder or given
             with ``adapter``) is merged into the weights in memory; the folder on disk keeps its adapter.
@@ -387,7 +456,8 @@ def load_embedder(
                               "float weights")
         _torchao_int8()
     source, trust_remote_code = resolve_source(model)
-    design = {"pooling": pooling, "attention": attention, "layers": layers, "pooled_layers": pooled_layers}
+    design = {"pooling": pooling, "attention": attention, "layers": layers, "pooled_layers": pooled_layers,
+              "include_prompt": include_prompt}
     if is_sentence_transformers_model(source):
         embedder = SentenceTransformer(source, device=device, trust_remote_code=trust_remote_code)
         _check_saved_design(embedder, source, design)
@@ -399,7 +469,8 @@ def load_embedder(
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
         if is_decoder(config):
             embedder = _decoder_embedder(source, config, prompt, pooling or "lasttoken", attention or "causal",
-                                         layers or 0, pooled_layers or 1, trust_remote_code, device)
+                                         layers or 0, pooled_layers or 1, include_prompt is not False,
+                                         trust_remote_code, device)
         else:
             embedder = SentenceTransformer(source, device=device, trust_remote_code=trust_remote_code)
             set_prompt(embedder, prompt)

@@ -323,7 +323,8 @@ def model_card_section(config: dict, summary: dict, sts: StsResult | None = None
     design = (f"{config['pooling']} pooling, {config['attention']} attention, "
               + (f"the first {config['layers']} layers" if config.get("layers") else "all layers")
               + (f", the mean of the last {config['pooled_layers']} layers" if config.get("pooled_layers", 1) > 1
-                 else "") + f"; prompt template `{config['prompt']}`")
+                 else "") + f"; prompt template `{config['prompt']}`"
+              + ("; the prompt's tokens left out of the mean" if config.get("include_prompt") is False else ""))
     loss = (f"InfoNCE (sentence-transformers' MultipleNegativesRankingLoss), temperature {config['temperature']}, "
             f"hard negatives {'on' if config['hard_negatives'] else 'off'}"
             + (f", Matryoshka at {', '.join(map(str, config['matryoshka_dims']))}"

@@ -69,9 +69,22 @@ class Batcher:
         self.waiting = 0  # texts in the queue; changed on the event loop only, so no lock
         self.lock = threading.Lock()  # one encode at a time: torch already uses every core
 
-    def _encode(self, texts: list[str]) -> np.ndarray:
+    def _encode(self, texts: list[str], prompt_name: str | None = None) -> np.ndarray:
         with self.lock:
-            return encode(self.model, texts, batch_size=32, precision=self.precision).cpu().numpy()
+            return encode(self.model, texts, batch_size=32, precision=self.precision,
+                          prompt_name=prompt_name).cpu().numpy()
+
+    def _encode_jobs(self, jobs: list) -> list[np.ndarray]:
+        """One encode call per named prompt among the jobs (sentence-transformers takes one per call)."""
+        vectors: list[np.ndarray] = [np.empty(0)] * len(jobs)
+        for name in dict.fromkeys(job[1] for job in jobs):
+            mine = [i for i, job in enumerate(jobs) if job[1] == name]
+            together = self._encode([t for i in mine for t in jobs[i][0]], name)
+            start = 0
+            for i in mine:
+                vectors[i] = together[start:start + len(jobs[i][0])]
+                start += len(jobs[i][0])
+        return vectors
 
     async def start(self) -> None:
         self.queue = asyncio.Queue()
@@ -80,13 +93,13 @@ class Batcher:
     async def stop(self) -> None:
         self.worker.cancel()
 
-    async def embed(self, texts: list[str]) -> np.ndarray:
+    async def embed(self, texts: list[str], prompt_name: str | None = None) -> np.ndarray:
         if self.waiting + len(texts) > self.max_queue:
             raise QueueFull(f"{self.waiting} texts are waiting to be embedded (at most {self.max_queue}); "
                             "retry later")
         future = asyncio.get_running_loop().create_future()
         self.waiting += len(texts)
-        self.queue.put_nowait((texts, future))
+        self.queue.put_nowait((texts, prompt_name, future))
         return await future
 
     def _take(self, job):
@@ -108,24 +121,21 @@ class Batcher:
                     break
                 jobs.append(self._take(job))
                 size += len(job[0])
-            jobs = [job for job in jobs if not job[1].done()]  # nobody waits for a cancelled request's vectors
+            jobs = [job for job in jobs if not job[2].done()]  # nobody waits for a cancelled request's vectors
             if not jobs:
                 continue
-            texts = [t for job_texts, _ in jobs for t in job_texts]
             if self.metrics:
-                self.metrics.batch.observe(len(texts))
+                self.metrics.batch.observe(sum(len(job[0]) for job in jobs))
             try:
-                vectors = await asyncio.to_thread(self._encode, texts)
+                vectors = await asyncio.to_thread(self._encode_jobs, jobs)
             except Exception as err:  # noqa: BLE001 - every waiting request must hear of it
-                for _, future in jobs:
+                for *_, future in jobs:
                     if not future.done():
                         future.set_exception(err)
                 continue
-            start = 0
-            for job_texts, future in jobs:
+            for (*_, future), job_vectors in zip(jobs, vectors, strict=True):
                 if not future.done():  # a client that went away has a cancelled future
-                    future.set_result(vectors[start:start + len(job_texts)])
-                start += len(job_texts)
+                    future.set_result(job_vectors)
 
 
 def token_counter(tokenizer):
@@ -321,14 +331,14 @@ def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 
             if body.prompt_name not in model.prompts:
                 return error(400, f"prompt_name {body.prompt_name!r} is not one of this model's prompts "
                                   f"({', '.join(model.prompts) or 'it has none'})", "prompt_name")
-            # as sentence-transformers puts a prompt before a text (cftune's template does the same with it)
-            texts = [(model.prompts[body.prompt_name] or "") + text for text in texts]
-        counts = await run_in_threadpool(count_tokens, texts)  # seconds for long texts: off the event loop
+        # the limit counts the named prompt's tokens too: sentence-transformers puts it before each text
+        prompt = model.prompts.get(body.prompt_name or "", "") or ""
+        counts = await run_in_threadpool(count_tokens, [prompt + text for text in texts])  # off the event loop
         for i, count in enumerate(counts):
             if count > max_tokens:
                 return error(400, f"input[{i}] has {count} tokens; at most {max_tokens}", "input")
         try:
-            vectors = await batcher.embed(texts)
+            vectors = await batcher.embed(texts, body.prompt_name)
         except QueueFull as err:
             return error(429, str(err), kind="rate_limit_error")
         vectors = shape_vectors(vectors, body.dimensions, normalize)

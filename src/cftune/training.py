@@ -32,7 +32,16 @@ from transformers import TrainerCallback
 from cftune.config import TRACKERS, ConfigError, TrainConfig, check_same_config, config_to_dict, validate
 from cftune.data import load_sts_dev, load_training_data
 from cftune.io import format_duration, machine, replace_folder_atomically, write_atomic
-from cftune.models import autocast, lm_body, lm_module, load_embedder, merge_lora, resolve_precision
+from cftune.models import (
+    TEMPLATE_PROMPT,
+    autocast,
+    lm_body,
+    lm_module,
+    load_embedder,
+    merge_lora,
+    resolve_precision,
+    set_named_prompts,
+)
 from cftune.reports import (
     model_card_section,
     model_card_section_of,
@@ -302,11 +311,14 @@ def cut_log(log_path: Path, checkpoint: Path) -> None:
 
 
 def search_prompts(model, config: TrainConfig, columns: list[str]) -> dict[str, str]:
-    """Give the model its "query" and "document" prompts; return the prompt of each training column."""
-    if not (config.query_prompt or config.document_prompt):
+    """Give the model its "query" and "document" prompts; return what goes before each training column's texts
+    (a model that leaves its prompt out of the mean reads plain text: its template's prefix goes there too)."""
+    named = {"query": config.query_prompt, "document": config.document_prompt}
+    full = set_named_prompts(model, named if any(named.values()) else {})
+    prefix = model.prompts.get(TEMPLATE_PROMPT, "")
+    if not (full or prefix):
         return {}
-    model.prompts = {**model.prompts, "query": config.query_prompt, "document": config.document_prompt}
-    return {column: config.query_prompt if column == "anchor" else config.document_prompt for column in columns}
+    return {column: full.get("query" if column == "anchor" else "document", prefix) for column in columns}
 
 
 def check_trackers_installed(trackers: list[str]) -> None:
@@ -362,7 +374,8 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
 
     torch.manual_seed(config.seed)
     model = load_embedder(config.model, prompt=config.prompt, pooling=config.pooling, attention=config.attention,
-                          layers=config.layers, pooled_layers=config.pooled_layers)
+                          layers=config.layers, pooled_layers=config.pooled_layers,
+                          include_prompt=config.include_prompt)
     model.max_seq_length = config.max_length
     model.model_card_data.add_tags("cftune")
     column_prompts = search_prompts(model, config, list(columns))
