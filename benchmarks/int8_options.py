@@ -6,8 +6,12 @@ A tuned model (LoRA merged) encodes the same STS sentences in each of:
   bf16 weights              weights cast to bf16 once (cftune's inference load where bf16 is native)
   torch.ao dynamic int8     torch's own quantize_dynamic on every linear layer: int8 weights (per output
                             channel) and int8 activations with ONE scale per batch tensor (oneDNN kernels)
-  torchao int8, eager       torchao's Int8DynamicActivationInt8WeightConfig: one activation scale per token;
-                            what ``--quantize int8`` ships (needs torchao: cftune[int8])
+  torchao int8, eager       torchao's Int8DynamicActivationInt8WeightConfig: one activation scale per token
+                            (only where torchao is installed: pip install torchao)
+  torchao int8, bf16 rest   the same on a bf16 model: int8 linear layers, everything else in bf16
+  cftune int8               what ``--quantize int8`` ships (cftune.int8): the scheme of torchao's, on
+                            torch._int_mm, with the steps around each product, the norms and the MLP
+                            blocks compiled (the first batches pay for compiling; not timed here)
 
 and prints sentences/s, the speed-up over fp32 and the lowest and mean cosine to the fp32 vector.
 Set ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI to see a CPU class with int8 (VNNI) but no native bf16.
@@ -27,7 +31,6 @@ from encode_throughput import sample_sentences
 
 from cftune import encode, load_embedder
 from cftune.data import resolve_data_dir
-from cftune.errors import ConfigError
 from cftune.io import machine
 from cftune.models import lm_body, quantize_int8
 
@@ -43,6 +46,13 @@ def torch_ao_int8(model):
 
 
 def torchao_int8(model):
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+    quantize_(lm_body(model), Int8DynamicActivationInt8WeightConfig())
+    return model
+
+
+def cftune_int8(model):
     quantize_int8(model)
     return model
 
@@ -60,6 +70,8 @@ def main() -> None:
         "bf16 weights": lambda: copy.deepcopy(fp32).to(torch.bfloat16),
         "torch.ao dynamic int8": lambda: torch_ao_int8(copy.deepcopy(fp32)),
         "torchao int8, eager": lambda: torchao_int8(copy.deepcopy(fp32)),
+        "torchao int8, bf16 rest": lambda: torchao_int8(copy.deepcopy(fp32).to(torch.bfloat16)),
+        "cftune int8 (--quantize int8)": lambda: cftune_int8(copy.deepcopy(fp32)),
     }
     print(f"{args.run}, {len(texts)} STS sentences, {machine()}")
     print("\n| path | sentences/s | vs fp32 | min cosine to fp32 | mean cosine |\n|---|---:|---:|---:|---:|")
@@ -67,10 +79,11 @@ def main() -> None:
     for name, build in paths.items():
         try:
             model = build()
-        except ConfigError as error:  # torchao not installed
+        except ImportError as error:  # torchao not installed
             print(f"| {name} | not run: {error} | | | |")
             continue
-        encode(model, texts[:32], precision="float32")  # warm-up
+        encode(model, texts[:32], precision="float32")  # warm-up (and compiling, for cftune int8)
+        encode(model, texts[-32:], precision="float32")
         started = time.perf_counter()
         vectors = encode(model, texts, precision="float32")
         seconds = time.perf_counter() - started

@@ -6,7 +6,7 @@ Every path runs in this one process, one after the other, on the same model and 
   fp32            fp32, the LoRA merged into the weights in memory
   bf16-autocast   LoRA merged, fp32 weights, bf16 autocast (how `auto` ran on a native-bf16 CPU before)
   bf16            LoRA merged, weights cast to bf16 once at load (what `auto` does now where bf16 is native)
-  int8            LoRA merged, every linear layer in int8 (`--quantize int8`, torchao)
+  int8            LoRA merged, every linear layer in int8 (`--quantize int8`, cftune.int8)
 
 Writes PATH.json and PATH.md (seconds, sentences/s, speed-up over the first path, 9-task average).
 

@@ -1,7 +1,6 @@
 """Inference loads are for speed: bf16 only where it is native, LoRA merged in memory, int8 on request."""
 
 import platform
-import sys
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ from cftune.cli import main
 from cftune.config import load_config
 from cftune.errors import ConfigError
 from cftune.evaluation import evaluate_sts
+from cftune.int8 import Int8Linear, fused_steps, quantize_rows
 from cftune.io import cpu_has_native_bf16, machine
 from cftune.models import lm_body, resolve_precision
 from cftune.training import add_lora
@@ -101,8 +101,8 @@ def test_an_int8_inference_load_quantizes_every_linear_layer_and_stays_close(tin
     folder = tuned_folder(tiny_models, tmp_path, "gemma3_text")
     fp32 = load_embedder(str(folder), inference=True, precision="float32")
     int8 = load_embedder(str(folder), inference=True, precision="auto", quantize="int8")
-    linears = [m for m in lm_body(int8).modules() if isinstance(m, torch.nn.Linear)]
-    assert linears and all(type(m.weight).__name__ == "Int8Tensor" for m in linears)  # torchao's int8 weights
+    assert not [m for m in lm_body(int8).modules() if isinstance(m, torch.nn.Linear)]
+    assert len([m for m in lm_body(int8).modules() if isinstance(m, Int8Linear)]) == 2 * 7  # 2 layers x 7
     assert all(p.dtype == torch.float32 for p in lm_body(fp32).parameters())
     want, got = encode(fp32, TEXTS), encode(int8, TEXTS)
     assert got.dtype == torch.float32
@@ -112,16 +112,56 @@ def test_an_int8_inference_load_quantizes_every_linear_layer_and_stays_close(tin
     alone = torch.cat([encode(int8, [text]) for text in TEXTS])
     torch.testing.assert_close(got, alone, atol=1e-5, rtol=0)
     assert evaluate_sts(int8, "STS12", data_dir=str(sts_dir)).precision == "int8"
+    # the server encodes on a worker thread, where the compiled kernels run as well
+    from fastapi.testclient import TestClient
+
+    from cftune.serving import create_app
+
+    with TestClient(create_app(int8, "tiny", precision="float32", normalize=False)) as client:
+        data = client.post("/v1/embeddings", json={"input": TEXTS}).json()["data"]
+    torch.testing.assert_close(torch.tensor([d["embedding"] for d in data]), got, atol=1e-5, rtol=0)
 
 
-def test_quantize_is_refused_for_training_loads_and_names_the_missing_package(tiny_models, monkeypatch):
+@pytest.mark.parametrize("fused", [True, False])
+def test_an_int8_layer_is_the_exact_product_of_its_int8_numbers(fused):
+    """int8 x int8 sums are exact in int32, so the layer equals float64 arithmetic on the dequantized numbers."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 48)
+    x = torch.randn(3, 5, 64) * torch.linspace(0.1, 20, 64)  # outlier channels, as Gemma 3 has
+    layer = Int8Linear(linear, *(fused_steps() if fused else ()))
+    q_x, s_x = quantize_rows(x.reshape(-1, 64))
+    assert q_x.dtype == torch.int8 and q_x.abs().max() == 127  # each token's largest value maps to 127
+    q_w, s_w = quantize_rows(linear.weight.detach())
+    exact = (q_x.double() * s_x.double()) @ (q_w.double() * s_w.double()).T + linear.bias.detach().double()
+    got = layer(x)
+    assert got.shape == (3, 5, 48) and got.dtype == torch.float32
+    torch.testing.assert_close(got.reshape(-1, 48).double(), exact, atol=1e-4, rtol=1e-5)
+    error = (got - linear(x)).abs().max() / linear(x).abs().max()
+    assert 0 < error < 0.02  # and close to the float layer
+
+
+def test_int8_runs_eagerly_where_torch_compile_cannot(tiny_models, monkeypatch, caplog):
+    compiled = encode(load_embedder(str(tiny_models["gemma3_text"]), inference=True, quantize="int8"), TEXTS)
+
+    def no_compiler(function, **kwargs):
+        def fails(*args):
+            raise RuntimeError("InductorError: no C++ compiler found")
+        return fails
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    with caplog.at_level("WARNING", logger="cftune.int8"):
+        eager = load_embedder(str(tiny_models["gemma3_text"]), inference=True, quantize="int8")
+    assert "torch.compile cannot run here (InductorError: no C++ compiler found); running eagerly" in caplog.text
+    torch.testing.assert_close(encode(eager, TEXTS), compiled, atol=1e-4, rtol=0)
+
+
+def test_quantize_is_refused_for_training_loads_and_unknown_names(tiny_models):
     with pytest.raises(ConfigError, match="quantize must be one of int8, got 'int4'"):
         load_embedder(str(tiny_models["llama"]), inference=True, quantize="int4")
     with pytest.raises(ConfigError, match="training needs float weights"):
         load_embedder(str(tiny_models["llama"]), quantize="int8")
-    monkeypatch.setitem(sys.modules, "torchao.quantization", None)  # as if torchao were not installed
-    with pytest.raises(ConfigError, match=r"pip install 'cftune\[int8\]'"):
-        load_embedder(str(tiny_models["llama"]), inference=True, quantize="int8")
+    with pytest.raises(ConfigError, match="quantize=int8 is for CPUs; on cuda use --precision auto"):
+        load_embedder(str(tiny_models["llama"]), inference=True, quantize="int8", device="cuda")
 
 
 def test_the_quantize_flag_reaches_the_model_a_command_loads(tiny_models, tmp_path, capsys):

@@ -20,7 +20,7 @@ POOLINGS = ("lasttoken", "mean", "weightedmean")
 ATTENTIONS = ("causal", "bidirectional")
 FINETUNES = ("lora", "full")
 PRECISIONS = ("auto", "float32", "bfloat16")  # auto: bf16 where the hardware has it natively
-QUANTIZATIONS = ("int8",)  # inference only: int8 weights and per-token int8 activations (torchao)
+QUANTIZATIONS = ("int8",)  # inference only: int8 weights and per-token int8 activations (cftune.int8)
 
 
 @dataclass

@@ -126,9 +126,10 @@ def facts(data_dir: str | None = None, device: str | None = None) -> list[tuple[
     auto = resolve_precision("auto", device)
     how = " (inference loads cast the weights to bf16; training runs under autocast)" if auto == "bfloat16" else ""
     rows.append(("precision auto", f"{auto} on {device}{how}"))
-    torchao = _version("torchao")
-    rows.append(("--quantize int8", "available (torchao " + torchao + ")" if torchao != "not installed"
-                 else "needs torchao: pip install 'cftune[int8]'"))
+    from cftune.int8 import fused_steps
+
+    rows.append(("--quantize int8", "available, fused with torch.compile" if fused_steps() is not None
+                 else "available, eager only (torch.compile cannot run here; see the warning above): slower"))
     cache = cache_dir()
     rows.append(("model cache", f"{cache} ($CFTUNE_CACHE; dequantized GGUF)"
                  + ("" if cache.is_dir() else ", not created yet")))

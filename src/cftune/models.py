@@ -454,7 +454,11 @@ def load_embedder(
         if not inference:
             raise ConfigError("quantize is for inference loads (eval, embed, similarity, serve); training needs "
                               "float weights")
-        _torchao_int8()
+        from sentence_transformers.util import get_device_name
+
+        if not str(device or get_device_name()).startswith("cpu"):
+            raise ConfigError(f"quantize=int8 is for CPUs; on {device or get_device_name()} use --precision auto "
+                              "(bf16 where the hardware has it)")
     source, trust_remote_code = resolve_source(model)
     design = {"pooling": pooling, "attention": attention, "layers": layers, "pooled_layers": pooled_layers,
               "include_prompt": include_prompt}
@@ -489,25 +493,12 @@ def load_embedder(
     return embedder
 
 
-def _torchao_int8():
-    """torchao's ``quantize_`` and its int8 configuration, or an error that says what to install."""
-    try:
-        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
-    except ImportError:
-        raise ConfigError("quantize=int8 needs torchao: pip install 'cftune[int8]'") from None
-    return quantize_, Int8DynamicActivationInt8WeightConfig
-
-
 def quantize_int8(model: SentenceTransformer) -> None:
-    """int8 weights (one scale per output channel) and int8 activations (one scale per token, computed as
-    each batch runs) for every linear layer of the transformer, with torchao.
+    """Every linear layer of the transformer in int8: int8 weights (one scale per output channel) and int8
+    activations (one scale per token, computed as each batch runs); see ``cftune.int8``."""
+    from cftune.int8 import quantize_linear_layers
 
-    Why torchao and not torch's own ``quantize_dynamic``: torch's scales activations per whole batch, and
-    Gemma 3's activations have outlier channels, so it cost 1.8 points on STS-B dev against 0.3 for torchao
-    (benchmarks/int8_options.py has both). On a CPU with native bf16, bf16 weights are faster than either.
-    """
-    quantize_, int8_config = _torchao_int8()
-    quantize_(lm_body(model), int8_config())
+    quantize_linear_layers(lm_body(model))
     # read by effective_precision, so a report says int8, not float32 (not a declared Module attribute)
     setattr(model, "cftune_quantization", "int8")  # noqa: B010
 
