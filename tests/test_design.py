@@ -215,20 +215,24 @@ def test_pooled_layers_is_the_mean_of_the_last_layers_states(tiny_models, tmp_pa
         load_embedder(str(folder), layers=1, pooled_layers=2)
 
 
-def test_query_and_document_prompts_are_trained_saved_and_used_by_plain_sentence_transformers(
-        tiny_models, nli_dir, tmp_path, monkeypatch):
-    from sentence_transformers import SentenceTransformer as PlainST
-
-    from cftune.training import train
-
+def record_prompts(monkeypatch) -> list:
+    """The prompt of every preprocess call (the training collator tokenizes batch columns with it)."""
     prompts_seen = []
-    real_preprocess = PlainST.preprocess
+    real_preprocess = SentenceTransformer.preprocess
 
     def recording_preprocess(self, inputs, *args, prompt=None, **kwargs):
         prompts_seen.append(prompt)
         return real_preprocess(self, inputs, *args, prompt=prompt, **kwargs)
 
-    monkeypatch.setattr(PlainST, "preprocess", recording_preprocess)
+    monkeypatch.setattr(SentenceTransformer, "preprocess", recording_preprocess)
+    return prompts_seen
+
+
+def test_query_and_document_prompts_are_trained_saved_and_used_by_plain_sentence_transformers(
+        tiny_models, nli_dir, tmp_path, monkeypatch):
+    from cftune.training import train
+
+    prompts_seen = record_prompts(monkeypatch)
     config = load_config(overrides={"model": str(tiny_models["gemma3_text"]), "data_dir": str(nli_dir),
                                     "prompt": "eol", "query_prompt": "query: ", "document_prompt": "passage: ",
                                     "pooling": "mean",  # a tiny random model's EOS state barely sees the text
@@ -346,7 +350,7 @@ def test_the_prompt_is_left_out_of_the_mean_and_a_saved_folder_does_the_same(tin
     np.testing.assert_allclose(encode(reloaded, TEXTS, precision="float32").numpy(),
                                encode(load_embedder(str(tiny_models["gemma3_text"]), pooling=pooling),
                                       TEXTS, precision="float32").numpy(), atol=1e-5, rtol=0)
-    with pytest.raises(ModelSourceError, match="puts text after it"):
+    with pytest.raises(ModelSourceError, match="'eol' puts text after it"):
         set_prompt(reloaded, "eol")
 
 
@@ -363,18 +367,9 @@ def test_leaving_the_prompt_out_is_refused_where_it_cannot_work(tiny_models, set
 
 def test_training_leaves_the_template_and_the_named_prompts_out_of_the_mean(tiny_models, nli_dir, tmp_path,
                                                                             monkeypatch):
-    from sentence_transformers import SentenceTransformer as PlainST
-
     from cftune.training import export, train
 
-    prompts_seen = []
-    real_preprocess = PlainST.preprocess
-
-    def recording_preprocess(self, inputs, *args, prompt=None, **kwargs):
-        prompts_seen.append(prompt)
-        return real_preprocess(self, inputs, *args, prompt=prompt, **kwargs)
-
-    monkeypatch.setattr(PlainST, "preprocess", recording_preprocess)
+    prompts_seen = record_prompts(monkeypatch)
     config = load_config(overrides={"model": str(tiny_models["gemma3_text"]), "data_dir": str(nli_dir),
                                     "prompt": PREFIX + "{text}", "query_prompt": "query: ", "pooling": "mean",
                                     "include_prompt": False, "max_steps": 2, "batch_size": 8, "eval_steps": 0,
@@ -399,5 +394,5 @@ def test_training_leaves_the_template_and_the_named_prompts_out_of_the_mean(tiny
     np.testing.assert_allclose(as_query[1], states[0, prompt_tokens:].mean(0).numpy(), atol=1e-5, rtol=0)
     assert "the prompt's tokens left out of the mean" in (run / "README.md").read_text()
     for merge in (False, True):  # exported with its adapter, or merged: plain sentence-transformers, same vectors
-        exported = PlainST(str(export(run, tmp_path / f"export-{merge}", merge=merge)), device="cpu")
+        exported = SentenceTransformer(str(export(run, tmp_path / f"export-{merge}", merge=merge)), device="cpu")
         np.testing.assert_allclose(exported.encode_query(TEXTS), as_query, atol=1e-5, rtol=0)

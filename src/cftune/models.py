@@ -205,7 +205,7 @@ def set_prompt(model: SentenceTransformer, prompt: str | None) -> None:
         raise ModelSourceError("prompt templates apply to EOS-pooled decoder LMs; this model is an encoder "
                                "with its own pooling")
     template = resolve_prompt(prompt)
-    if leaves_prompt_out(model) and (problem := prompt_exclusion_problem(template, pooling_of(model) or "")):
+    if leaves_prompt_out(model) and (problem := prompt_exclusion_problem(prompt or "none", pooling_of(model) or "")):
         raise ModelSourceError(f"this model leaves its prompt out of the mean (include_prompt: {problem})")
     named = named_prompts(model)
     tokenizer = lm_module(model).tokenizer
