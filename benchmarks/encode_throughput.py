@@ -46,6 +46,24 @@ def sample_sentences(data_dir: Path | None, n: int) -> list[str]:
     return sentences[::step][:n]
 
 
+def warm_up(model, texts: list[str], precision: str = "auto") -> None:
+    """Two untimed batches of different lengths: allocator and oneDNN kernels settle, and int8 compiles its
+    kernels (torch.compile specialises on the first shape and goes dynamic on the second)."""
+    encode(model, texts[:32], precision=precision)
+    encode(model, texts[-32:], precision=precision)
+
+
+def run_and_sentences(doc: str, n: int) -> tuple[argparse.Namespace, list[str]]:
+    """The command line of a benchmark over one trained run: RUN [--n N] [--data-dir DIR]; returns the
+    arguments and the sample of STS sentences they name."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", help="a trained run folder")
+    parser.add_argument("--n", type=int, default=n)
+    parser.add_argument("--data-dir", default="../shared/data")
+    args = parser.parse_args()
+    return args, sample_sentences(resolve_data_dir(args.data_dir), args.n)
+
+
 def paper_loop(causal_lm, tokenizer, texts: list[str], template: str) -> torch.Tensor:
     """The paper's evaluation: each sentence alone, whole causal LM, hidden_states[-1] at the EOS."""
     vectors = []
@@ -94,8 +112,7 @@ def tuned_rows(args, texts: list[str], precision: str) -> list[tuple[str, float]
     paths.append(("tuned, LoRA merged, int8", int8, "float32"))
     rows = []
     for name, embedder, run_precision in paths:
-        encode(embedder, texts[:32], precision=run_precision)  # warm-up (and compiling, for int8)
-        encode(embedder, texts[-32:], precision=run_precision)
+        warm_up(embedder, texts, run_precision)
         started = time.perf_counter()
         encode(embedder, texts, batch_size=args.batch_size, precision=run_precision)
         rows.append((name, time.perf_counter() - started))

@@ -21,16 +21,14 @@ Usage: python benchmarks/int8_options.py RUN [--n 256] [--data-dir ../shared/dat
 
 from __future__ import annotations
 
-import argparse
 import copy
 import time
 import warnings
 
 import torch
-from encode_throughput import sample_sentences
+from encode_throughput import run_and_sentences, warm_up
 
 from cftune import encode, load_embedder
-from cftune.data import resolve_data_dir
 from cftune.io import machine
 from cftune.models import lm_body, quantize_int8
 
@@ -58,12 +56,7 @@ def cftune_int8(model):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", help="a trained run folder")
-    parser.add_argument("--n", type=int, default=256)
-    parser.add_argument("--data-dir", default="../shared/data")
-    args = parser.parse_args()
-    texts = sample_sentences(resolve_data_dir(args.data_dir), args.n)
+    args, texts = run_and_sentences(__doc__, 256)
     fp32 = load_embedder(args.run, inference=True, precision="float32")
     paths = {
         "fp32": lambda: fp32,
@@ -82,8 +75,7 @@ def main() -> None:
         except ImportError as error:  # torchao not installed
             print(f"| {name} | not run: {error} | | | |")
             continue
-        encode(model, texts[:32], precision="float32")  # warm-up (and compiling, for cftune int8)
-        encode(model, texts[-32:], precision="float32")
+        warm_up(model, texts, "float32")
         started = time.perf_counter()
         vectors = encode(model, texts, precision="float32")
         seconds = time.perf_counter() - started

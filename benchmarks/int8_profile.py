@@ -6,25 +6,17 @@ Usage: python benchmarks/int8_profile.py RUN [--n 64] [--data-dir ../shared/data
 
 from __future__ import annotations
 
-import argparse
-
-from encode_throughput import sample_sentences
+from encode_throughput import run_and_sentences, warm_up
 from torch.profiler import profile
 
 from cftune import encode, load_embedder
-from cftune.data import resolve_data_dir
 from cftune.io import machine
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", help="a trained run folder")
-    parser.add_argument("--n", type=int, default=64)
-    parser.add_argument("--data-dir", default="../shared/data")
-    args = parser.parse_args()
-    texts = sample_sentences(resolve_data_dir(args.data_dir), args.n)
+    args, texts = run_and_sentences(__doc__, 64)
     model = load_embedder(args.run, inference=True, quantize="int8")
-    encode(model, texts[:32])  # warm-up
+    warm_up(model, texts)
     with profile() as profiler:
         encode(model, texts)
     print(f"{args.run}, {len(texts)} STS sentences, int8, {machine()}")

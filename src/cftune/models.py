@@ -456,9 +456,10 @@ def load_embedder(
                               "float weights")
         from sentence_transformers.util import get_device_name
 
-        if not str(device or get_device_name()).startswith("cpu"):
-            raise ConfigError(f"quantize=int8 is for CPUs; on {device or get_device_name()} use --precision auto "
-                              "(bf16 where the hardware has it)")
+        target = str(device or get_device_name())  # the device sentence-transformers will load onto
+        if not target.startswith("cpu"):
+            raise ConfigError(f"quantize=int8 is for CPUs; on {target} use --precision auto (bf16 where the "
+                              "hardware has it)")
     source, trust_remote_code = resolve_source(model)
     design = {"pooling": pooling, "attention": attention, "layers": layers, "pooled_layers": pooled_layers,
               "include_prompt": include_prompt}
