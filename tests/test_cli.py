@@ -124,9 +124,11 @@ def test_doctor_sees_a_process_that_keeps_a_core_busy():
     assert 0.7 <= busy <= os.cpu_count() + 1e-6
 
 
-@pytest.mark.parametrize("module", ["cftune.reports", "cftune.config", "cftune.io", "cftune.hub"])
+@pytest.mark.parametrize("module", ["cftune.reports", "cftune.config", "cftune.io", "cftune.hub", "cftune.data",
+                                    "cftune.sources", "cftune.runs", "cftune.embedding", "cftune.mining"])
 def test_light_modules_import_no_heavy_package(module):
-    """Reports only read results; config, io and hub are what the command line and other stages build on."""
+    """Reports only read results; the others are what the command line checks its arguments with, before any
+    model loads (sources, runs, data, and the output checks of embedding and mining)."""
     code = f"import sys, {module}; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "", f"import {module} pulled in {done.stdout.strip()}"

@@ -1,9 +1,10 @@
 import json
+from pathlib import Path
 
 import pytest
 
 from cftune import ConfigError, DataFormatError
-from cftune.data import STS_TASKS, load_sts_task, parse_tasks, read_sts_jsonl
+from cftune.data import STS_TASKS, iter_texts, load_sts_task, parse_tasks, read_sts_jsonl, read_triplets
 from conftest import SHARED_DATA, write_jsonl
 
 GOOD = {"sentence1": "A cat.", "sentence2": "A dog.", "score": 1.5}
@@ -61,3 +62,66 @@ def test_real_sts_files_match_their_manifest():
         assert len(pairs) == manifest[task.name]["pairs"]
         assert min(pairs.scores) == manifest[task.name]["score_min"]
         assert max(pairs.scores) == manifest[task.name]["score_max"]
+
+
+# --------------------------------------------------------------------------------------------- bad bytes
+
+BAD_LINES = [2, 377, 600, 601, 998]  # file lines that hold an invalid UTF-8 byte (0xff), the header being line 1
+
+
+def file_with_bad_bytes(path: Path, rows: int = 999) -> Path:
+    """``rows`` text rows after a header line (none for .txt); the rows at BAD_LINES have a 0xff byte. A CSV row
+    near the middle has a quoted field over two lines, so a row's first line is not its row number."""
+    lines: list[bytes] = []
+    for line_no in range(2, rows + 2):
+        text = f"row {line_no} caf\xe9".encode()
+        if line_no in BAD_LINES:
+            text = text[:4] + b"\xff" + text[4:]
+        if path.suffix == ".csv":
+            two_lines = line_no == 300
+            lines.append(b'"' + text + (b'\nmore' if two_lines else b"") + b'",' + str(line_no).encode())
+        elif path.suffix == ".jsonl":
+            lines.append(b'{"text": "' + text + b'", "id": ' + str(line_no).encode() + b"}")
+        else:
+            lines.append(text)
+    header = {".csv": [b"text,id"], ".jsonl": [b'{"text": "header row", "id": 1}'], ".txt": [b"header row"]}
+    path.write_bytes(b"\n".join(header[path.suffix] + lines) + b"\n")
+    return path
+
+
+def file_lines(path: Path, line_no: int) -> int:
+    """Lines 300's quoted field adds one physical line to a CSV: later rows start a line further."""
+    return line_no + (1 if path.suffix == ".csv" and line_no > 300 else 0)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".txt"])
+def test_invalid_bytes_name_their_own_line_and_skipping_loses_no_other_row(tmp_path, suffix):
+    path = file_with_bad_bytes(tmp_path / f"texts{suffix}")
+    bad = [file_lines(path, n) for n in BAD_LINES]
+    with pytest.raises(DataFormatError, match=rf"^{path}:{bad[0]}: not valid UTF-8 \(byte 0xff\)$"):
+        list(iter_texts(path))
+    skipped: list[str] = []
+    rows = list(iter_texts(path, skip_bad_rows=True, skipped=skipped))
+    assert skipped == [f"{path}:{n}: not valid UTF-8 (byte 0xff)" for n in bad]
+    good = [n for n in range(2, 1001) if n not in BAD_LINES]
+    expected = [f"row {n} caf\xe9" + ("\nmore" if suffix == ".csv" and n == 300 else "") for n in good]
+    texts = [r.text for r in rows if r.text != "header row"]
+    assert texts == expected  # every good row, in order, none twice
+    if suffix == ".txt":
+        assert [r.id for r in rows][1:4] == ["3", "4", "5"]  # a .txt row's id is its line
+    else:
+        assert [r.id for r in iter_texts(path, id_column="id", skip_bad_rows=True)][:3] == (
+            ["3", "4", "5"] if suffix == ".csv" else ["1", "3", "4"])
+
+
+def test_triplets_with_invalid_bytes_keep_every_good_row(tmp_path):
+    path = tmp_path / "pairs.csv"
+    rows = [f"anchor {n},positive {n}".encode() for n in range(2, 1001)]
+    for n in BAD_LINES:
+        rows[n - 2] = rows[n - 2].replace(b"positive", b"posit\xffive")
+    path.write_bytes(b"anchor,positive\n" + b"\n".join(rows) + b"\n")
+    with pytest.raises(DataFormatError, match=rf"^{path}:2: not valid UTF-8"):
+        read_triplets(path)
+    triplets = read_triplets(path, skip_bad_rows=True)
+    assert triplets.skipped == [f"{path}:{n}: not valid UTF-8 (byte 0xff)" for n in BAD_LINES]
+    assert triplets.columns["anchor"] == [f"anchor {n}" for n in range(2, 1001) if n not in BAD_LINES]

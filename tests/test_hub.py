@@ -102,3 +102,70 @@ def test_push_refuses_a_folder_that_is_not_a_model(tmp_path, capsys):
     (tmp_path / "modules.json").write_text("[]")
     assert main(["push", str(tmp_path), "--repo", "nobody"]) == 2
     assert "--repo must be owner/name" in capsys.readouterr().err
+
+
+def hub_with_models(models: dict[str, dict]):
+    """A stand-in of the hub's file endpoint: each model's config.json, and the hub's own 404 for any other
+    repository (X-Error-Code: RepoNotFound, which huggingface_hub turns into RepositoryNotFoundError)."""
+    from fastapi import FastAPI, Request, Response
+
+    app = FastAPI()
+    app.state.calls = []
+
+    @app.api_route("/{owner}/{name}/resolve/{revision}/{path:path}", methods=["GET", "HEAD"])
+    async def resolve(owner: str, name: str, revision: str, path: str, request: Request):
+        app.state.calls.append((request.method, f"{owner}/{name}", path))
+        repo = models.get(f"{owner}/{name}")
+        if repo is None:
+            return Response(status_code=404, headers={"X-Error-Code": "RepoNotFound",
+                                                      "X-Error-Message": "Repository not found"})
+        if path not in repo:
+            return Response(status_code=404, headers={"X-Error-Code": "EntryNotFound"})
+        body = json.dumps(repo[path]).encode()
+        headers = {"X-Repo-Commit": "a" * 40, "ETag": f'"{len(body)}"', "Content-Length": str(len(body))}
+        return Response(b"" if request.method == "HEAD" else body, headers=headers)
+
+    return app
+
+
+def serve_app(app):
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            httpx.get(url)
+            break
+        except httpx.TransportError:
+            time.sleep(0.05)
+    return url, server
+
+
+def test_a_mistyped_hub_id_is_one_line_at_once_and_a_real_one_passes(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    app = hub_with_models({"some-org/real-model": {"config.json": {"model_type": "llama"}}})
+    url, server = serve_app(app)
+    env = {**os.environ, "HF_ENDPOINT": url, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf")}
+    check = "import sys; from cftune.sources import check_source; print(check_source(sys.argv[1]))"
+    try:
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "cftune.cli", "eval", "--model", "some-org/reel-model"],
+                              capture_output=True, text=True, env=env, timeout=60)
+        seconds = time.perf_counter() - started
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert "no model 'some-org/reel-model' on the Hugging Face hub: check the spelling" in done.stderr
+        assert seconds < 10 and "torch" not in done.stdout  # answered before any model work
+        done = subprocess.run([sys.executable, "-c", check, "some-org/real-model"], capture_output=True, text=True,
+                              env=env, timeout=60)
+        assert done.returncode == 0 and done.stdout.strip() == "('some-org/real-model', False)", done.stderr
+        assert ("GET", "some-org/real-model", "config.json") in app.state.calls  # fetched, so cached for the load
+    finally:
+        server.should_exit = True

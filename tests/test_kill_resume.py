@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cftune.training import checkpoint_problem
+from cftune.runs import checkpoint_problem
 
 STEPS = 30  # 96 triplets in batches of 4: 24 steps an epoch, so resumes also cross an epoch boundary
 TRAIN = ["--max-steps", str(STEPS), "--set", "batch_size=4", "--set", "save_steps=2", "--set", "eval_steps=0",

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,11 @@ from safetensors.torch import load_file
 from cftune import cli, load_embedder, training
 from cftune.cli import main
 from cftune.config import ConfigError, check_same_config, config_to_dict, load_config
-from cftune.errors import ModelSourceError
+from cftune.errors import ModelSourceError, OutputPathError
 from cftune.io import TEMP_MARK, replace_folder_atomically, write_atomic
 from cftune.models import resolve_precision, resolve_source
-from cftune.training import EXPORT_MARK, checkpoint_problem, export, train
+from cftune.runs import MANIFEST, checkpoint_problem
+from cftune.training import EXPORT_MARK, export, train
 
 QUICK = {"batch_size": 8, "max_steps": 12, "warmup_steps": 2, "learning_rate": 1e-3, "eval_steps": 0,
          "save_steps": 4, "logging_steps": 1, "precision": "float32", "lora.dropout": 0.0}
@@ -124,21 +126,40 @@ def test_a_killed_writer_loses_nothing_and_the_next_write_removes_its_leftovers(
 # --------------------------------------------------------------------------------------------- checkpoints
 
 
-def test_checkpoint_problem_names_what_a_kill_cut_short(tiny_models, nli_dir, tmp_path):
+def damage(folder: Path, name: str, how: str) -> None:
+    path = folder / name
+    if how == "cut":  # a write stopped half-way
+        with open(path, "r+b") as handle:
+            handle.truncate(handle.seek(0, 2) // 2)
+    elif how == "zeroed":  # the right size, nothing in it (a disk that lost the data)
+        path.write_bytes(b"\0" * path.stat().st_size)
+    elif how == "missing":
+        path.unlink()
+    elif how == "fieldless":
+        path.write_text(json.dumps({"log_history": []}))
+
+
+DAMAGES = [("trainer_state.json", "cut"), ("trainer_state.json", "fieldless"), ("adapter_model.safetensors", "cut"),
+           ("optimizer.pt", "cut"), ("optimizer.pt", "zeroed"), ("scheduler.pt", "missing"), ("rng_state.pth", "cut"),
+           ("adapter_config.json", "missing"), ("tokenizer.json", "missing"), ("tokenizer_config.json", "missing"),
+           ("training_args.bin", "zeroed")]
+
+
+def test_checkpoint_problem_finds_every_damage_with_and_without_its_manifest(tiny_models, nli_dir, tmp_path):
     run = train(tiny_config(tiny_models, nli_dir, max_steps=4), tmp_path / "run")
     good = run / "checkpoints" / "checkpoint-4"
-    assert checkpoint_problem(good) is None
-    for name, expected in [("trainer_state.json", "trainer_state"), ("adapter_model.safetensors", "cut short"),
-                           ("optimizer.pt", "cut short"), ("scheduler.pt", "cut short"),
-                           ("rng_state.pth", "cut short")]:
-        broken = tmp_path / f"broken-{name}"
+    assert checkpoint_problem(good) is None and (good / MANIFEST).is_file()
+    for name, how in DAMAGES:
+        broken = tmp_path / f"broken-{how}-{name}"
         shutil.copytree(good, broken)
-        with open(broken / name, "r+b") as handle:  # a write stopped half-way
-            handle.truncate(handle.seek(0, 2) // 2)
-        assert expected in checkpoint_problem(broken), name
-    (broken / "scheduler.pt").unlink()
-    shutil.copy(good / "rng_state.pth", broken / "rng_state.pth")
-    assert checkpoint_problem(broken) == "no scheduler.pt"
+        damage(broken, name, how)
+        assert checkpoint_problem(broken), (name, how)  # the manifest's sizes and hashes
+        (broken / MANIFEST).unlink()  # a checkpoint of an older cftune, or one killed before its manifest
+        problem = checkpoint_problem(broken)
+        assert problem and (name in problem or "tokenizer" in problem), (name, how, problem)
+    shutil.copytree(good, tmp_path / "legacy")
+    (tmp_path / "legacy" / MANIFEST).unlink()
+    assert checkpoint_problem(tmp_path / "legacy") is None
 
 
 def test_resume_skips_an_incomplete_checkpoint_and_logs_each_step_once(tiny_models, nli_dir, tmp_path,
@@ -186,7 +207,7 @@ def test_train_refuses_to_mix_with_another_runs_checkpoints(tiny_models, nli_dir
     with pytest.raises(ConfigError, match="add --resume"):  # same settings: continue only when asked
         train(tiny_config(tiny_models, nli_dir), run)
     (run / "config.yaml").unlink()
-    with pytest.raises(ConfigError, match="unknown run"):
+    with pytest.raises(OutputPathError, match=r"holds files cftune did not write \(checkpoints\)"):
         train(tiny_config(tiny_models, nli_dir), run, resume=True)
     assert (run / "checkpoints" / "checkpoint-4").is_dir()  # and nothing was deleted
 
@@ -247,7 +268,11 @@ def test_cli_prints_one_line_for_our_errors_and_lets_bugs_through(tiny_models, s
     assert main(["eval", "--model", "gemma3-27m"]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "unknown model 'gemma3-27m'" in error and "did you mean gemma3-270m" in error
-    assert resolve_source("some-org/some-model") == ("some-org/some-model", False)  # hub ids still go to the hub
+    started = time.perf_counter()
+    assert main(["eval", "--model", "some-org/some-model"]) == 2  # offline (the tests' HF_HUB_OFFLINE=1), not cached
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "'some-org/some-model' is not in the local Hugging Face cache" in error
+    assert "HF_HUB_OFFLINE is set" in error and time.perf_counter() - started < 5
 
     argv = ["eval", "--model", str(tiny_models["llama"]), "--data-dir", str(sts_dir), "--precision", "float32"]
     with monkeypatch.context() as patch:
@@ -270,3 +295,137 @@ def test_cli_prints_one_line_for_our_errors_and_lets_bugs_through(tiny_models, s
 def test_an_unknown_alias_without_a_close_one_lists_the_aliases():
     with pytest.raises(ModelSourceError, match=r"^unknown model 'llama9': .*\(aliases: gemma3-270m, "):
         resolve_source("llama9")
+
+
+# --------------------------------------------------------------------------------------------- one writer
+
+SLOW_TRAINER = """
+import sys, time
+from transformers import TrainerCallback
+from cftune.config import load_config
+from cftune.training import train
+
+class Slow(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        print("step", state.global_step, flush=True)
+        time.sleep(0.3)
+
+config = load_config(overrides=[f"model={sys.argv[1]}", f"data_dir={sys.argv[2]}", *sys.argv[4:]])
+train(config, sys.argv[3], callbacks=(Slow(),))
+print("finished", flush=True)
+"""
+
+
+def quick_flags():
+    return [f"{key}={value}" for key, value in QUICK.items()]
+
+
+def test_two_trainers_on_one_folder_one_is_refused_and_a_resume_cannot_touch_a_live_run(tiny_models, nli_dir,
+                                                                                       tmp_path):
+    run = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "-c", SLOW_TRAINER, str(tiny_models["llama"]), str(nli_dir), str(run),
+                              *quick_flags()], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    while (line := first.stdout.readline()) != "step 5\n":  # checkpoint-4 is on disk, the run goes on
+        assert line, "the first trainer ended early"
+    argv = ["--model", str(tiny_models["llama"]), "--data-dir", str(nli_dir), "--out", str(run),
+            *(arg for flag in quick_flags() for arg in ("--set", flag))]
+    for extra in ([], ["--resume"]):  # a second start, and a resume that would clean up "incomplete" checkpoints
+        second = subprocess.run([sys.executable, "-m", "cftune.cli", "train", *argv, *extra], capture_output=True,
+                                text=True, timeout=120)
+        assert second.returncode == 2, second.stderr
+        assert f"cftune: error: {run}: this run folder is in use by process {first.pid}" in second.stderr
+    rest = first.communicate(timeout=300)[0]
+    assert first.returncode == 0 and rest.endswith("finished\n")
+    steps = [row["step"] for row in log_rows(run) if "loss" in row]
+    assert steps == list(range(1, 13))  # every step logged once, by the one writer
+    assert (run / "checkpoints" / "checkpoint-12").is_dir() and (run / "train_summary.json").is_file()
+    # the lock is released with its process, however it ends: a resume now starts (and finds the run finished)
+    assert main(["train", *argv, "--resume"]) == 0
+
+
+def test_train_never_writes_into_a_folder_it_did_not_make(tiny_models, nli_dir, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    files = {"README.md": "my notes", "config.yaml": "mine: true\n", "train_log.jsonl": '{"mine": 1}\n'}
+    for name, text in files.items():
+        (mine / name).write_text(text)
+    argv = ["--model", str(tiny_models["llama"]), "--data-dir", str(nli_dir),
+            *(arg for flag in quick_flags() for arg in ("--set", flag))]
+    assert main(["train", *argv, "--out", str(mine)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "holds files cftune did not write (README.md, config.yaml" in error
+    assert {p.name: p.read_text() for p in mine.iterdir()} == files  # untouched
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for command in (["train", *argv, "--out", str(afile / "run")], ["reproduce", "--out", str(afile / "r")],
+                    ["export", str(mine), "--out", str(afile / "e")], ["reproduce", "--out", str(mine)],
+                    ["eval", "--model", str(tiny_models["llama"]), "--out", str(afile / "r"), "--tasks", "STS12"],
+                    ["mine", "--input", str(nli_dir / "nli" / "triplets.csv"), "--out", str(afile / "m.csv")]):
+        started = time.perf_counter()
+        assert main(command) == 2, command
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and time.perf_counter() - started < 2, (command, error)
+        assert "is a file, not a folder" in error or "did not write" in error or "no modules.json" in error, error
+
+    run = tmp_path / "run"  # a run cftune made is its own: trained, then trained again with --resume
+    assert main(["train", *argv, "--out", str(run)]) == 0
+    assert (run / "cftune_run.json").is_file()
+    assert main(["train", *argv, "--out", str(run), "--resume"]) == 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["embed", "--input", "nosuch.txt", "--out", "v.npy"], "nosuch.txt: file not found"),
+    (["embed", "--input", "texts.doc", "--out", "v.npy"], "unknown input format"),
+    (["embed", "--input", "texts.txt", "--out", "v.npy", "--dim", "0"], "--dim: 0 is out of range"),
+    (["embed", "--input", "texts.txt", "--out", "v.npy", "--batch-size", "0"], "--batch-size: 0 is out of range"),
+    (["eval", "--batch-size", "-1"], "--batch-size: -1 is out of range"),
+    (["mine", "--input", "pairs.csv", "--out", "m.csv", "--batch-size", "0"], "--batch-size: 0 is out of range"),
+    (["eval", "--data-dir", "no-such-dir"], "no-such-dir: data folder not found"),
+    (["train", "--data-dir", "no-such-dir", "--out", "run"], "no-such-dir: data folder not found"),
+    (["train", "--data-dir", "data", "--out", "run"], "STSBenchmark.dev.jsonl: file not found"),
+    (["train", "--data", "nli", "--out", "run"], "not in the local Hugging Face cache and HF_HUB_OFFLINE is set"),
+    (["train", "--set", "temperature=0", "--out", "run"], "temperature: must be > 0"),
+    (["eval", "--model", "org/no-such-model"], "'org/no-such-model' is not in the local Hugging Face cache"),
+])
+def test_every_command_checks_its_inputs_before_any_heavy_import(argv, message, tmp_path, monkeypatch):
+    """Run as a new process, as a user would: answered in one line, with torch never imported."""
+    (tmp_path / "texts.txt").write_text("a text\n")
+    (tmp_path / "texts.doc").write_text("a text\n")
+    (tmp_path / "pairs.csv").write_text("anchor,positive\na,b\n")
+    (tmp_path / "data" / "nli").mkdir(parents=True)
+    (tmp_path / "data" / "nli" / "t.csv").write_text("sent0,sent1,hard_neg\na,b,c\n")
+    code = ("import sys; from cftune.cli import main; code = main(sys.argv[1:]); "
+            "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(code)")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    env.pop("CFTUNE_DATA_DIR", None)
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=tmp_path, env=env,
+                          timeout=60)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1 or done.stderr.startswith("usage:"), done.stderr
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device that is always full")
+def test_a_full_disk_during_a_checkpoint_is_one_line_and_the_run_resumes(tiny_models, nli_dir, tmp_path):
+    from transformers import TrainerCallback
+
+    from cftune.errors import DiskFullError
+
+    run = tmp_path / "run"
+
+    class FullDiskAtTheNextSave(TrainerCallback):
+        """Before checkpoint-8 is written, its optimizer file is made a link to /dev/full: the kernel answers
+        that write as a full disk does (ENOSPC)."""
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 7:
+                (run / "checkpoints" / "checkpoint-8").mkdir()
+                (run / "checkpoints" / "checkpoint-8" / "optimizer.pt").symlink_to("/dev/full")
+
+    with pytest.raises(DiskFullError, match=rf"^{run}: no space left on the disk while writing \(\d+ MiB free now\); "
+                                            "free some space, then continue with --resume"):
+        train(tiny_config(tiny_models, nli_dir), run, callbacks=(FullDiskAtTheNextSave(),))
+    assert checkpoint_problem(run / "checkpoints" / "checkpoint-4") is None  # what was complete is kept
+    train(tiny_config(tiny_models, nli_dir), run, resume=True)  # the half-written checkpoint-8 is skipped
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["steps"] == 12 and summary["resumed_from"].endswith("checkpoint-4")

@@ -19,7 +19,7 @@ import torch
 
 from cftune import DataFormatError, encode, load_embedder
 from cftune.cli import main
-from cftune.embedding import OutputPathError, embed_file
+from cftune.embedding import OutputPathError, embed_file, read_ids
 from conftest import CORPUS, write_jsonl
 
 TEXTS = list(dict.fromkeys(CORPUS))
@@ -31,11 +31,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: str, *extra: str):
+def start_server(model: str, *extra: str, max_tokens: str | None = "64"):
     """A real `cftune serve` process on loopback; yields its base URL once /health answers."""
     port = free_port()
+    limit = ["--max-tokens", max_tokens] if max_tokens else []  # None: the model's own max_seq_length
     process = subprocess.Popen([sys.executable, "-m", "cftune.cli", "serve", "--model", model, "--port", str(port),
-                                "--precision", "float32", "--max-batch", "8", "--max-tokens", "40", *extra],
+                                "--precision", "float32", "--max-batch", "8", *limit, *extra],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
@@ -106,7 +107,7 @@ def test_embeddings_match_encode_as_floats_and_base64(server, expected):
     ({"input": {"text": "a"}}, 400, "string or a list of strings"),
     ({}, 400, "input"),
     ({"input": ["a"] * 9}, 400, "9 items; at most 8"),
-    ({"input": "word " * 60}, 400, r"input\[0\] has \d+ tokens; at most 40"),
+    ({"input": "word " * 60}, 400, r"input\[0\] has \d+ tokens; at most 64"),
     ({"input": "a", "encoding_format": "hex"}, 400, "encoding_format"),
     ({"input": "a", "dimensions": 0}, 400, "dimensions must be between 1 and this model's 32, got 0"),
     ({"input": "a", "dimensions": 33}, 400, "dimensions must be between 1 and this model's 32, got 33"),
@@ -120,7 +121,7 @@ def test_embeddings_match_encode_as_floats_and_base64(server, expected):
     ({"input": ["ok", "ok", "ok", "\ud800"]}, 400, r"input\[3\] is not valid Unicode"),
     ({"input": "a\udfffb"}, 400, r"input\[0\] is not valid Unicode"),
     (b'{"input": ["ok", "\xed\xa0\x80"]}', 400, r"input\[1\] is not valid Unicode"),  # raw surrogate bytes
-    ({"input": "x" * (40 * 64 + 1)}, 400, r"input\[0\] has 2561 characters; at most 2560"),  # never tokenized
+    ({"input": "x" * (64 * 64 + 1)}, 400, r"input\[0\] has 4097 characters; at most 4096"),  # never tokenized
 ])
 def test_bad_requests_get_a_clear_4xx_and_the_server_lives_on(server, payload, status, message):
     content = payload if isinstance(payload, (str, bytes)) else json.dumps(payload)  # ASCII: \ud800 as an escape
@@ -287,16 +288,16 @@ def test_a_body_over_the_limit_gets_413_without_being_read(served):
 
 @pytest.fixture(scope="module")
 def roomy(tiny_models):
-    """A server that takes long texts and many per request, with a short queue."""
-    process, url = start_server(str(tiny_models["gemma3_text"]), "--max-tokens", "1000", "--max-batch", "64",
-                                "--max-queue", "16")
+    """A server that takes texts as long as the model reads (256 tokens) and many per request, with a short queue."""
+    process, url = start_server(str(tiny_models["gemma3_text"]), "--max-batch", "160", "--max-queue", "16",
+                                max_tokens=None)
     yield url
     process.terminate()
     process.wait(timeout=30)
 
 
 def test_health_answers_while_a_long_request_is_tokenized(roomy):
-    texts = ["word " * 8000] * 64  # 2.5 MB: under the character bound, so it must be tokenized (about a second)
+    texts = ["word " * 3200] * 160  # 2.5 MB: under the character bound, so it must be tokenized (about a second)
     with ThreadPoolExecutor(1) as pool, httpx.Client(timeout=60) as client:
         big = pool.submit(client.post, f"{roomy}/v1/embeddings", json={"input": texts})
         latencies = []
@@ -305,7 +306,7 @@ def test_health_answers_while_a_long_request_is_tokenized(roomy):
             assert client.get(f"{roomy}/health").status_code == 200
             latencies.append(time.perf_counter() - started)
         reply = big.result()
-    assert reply.status_code == 400 and re.search(r"input\[0\] has \d+ tokens; at most 1000", reply.text)
+    assert reply.status_code == 400 and re.search(r"input\[0\] has \d+ tokens; at most 256", reply.text)
     assert len(latencies) > 10  # the loop kept answering during the whole request
     assert max(latencies) < 0.1, sorted(latencies)[-5:]
 
@@ -337,6 +338,132 @@ def test_serve_refuses_bad_settings_before_loading_the_model(flag, value, capsys
     assert f"argument {flag}:" in capsys.readouterr().err
 
 
+# --------------------------------------------------------------------------------------------- over-long texts
+
+# Texts whose tokens merge across the template's seams (a quote or period before the eol template's closing quote),
+# a literal special token, and text that is not ASCII: counting the text alone and adding the template's size
+# gets some of them wrong.
+TRICKY = TEXTS + ['"A quoted start', 'ends with a quote"', "ends with a period.", "  spaces around  ", "'s",
+                  "émoji 🎉 ünïcode", "a literal <eos> and [SEP] in the text", "word " * 20]
+# decoders that put BOS first (gemma, llama) or do not (qwen2), the eol template and named prompts through the
+# chat template, a model that reads plain text with its prompt left out of the mean, and an encoder ([CLS] [SEP])
+DESIGNS = {"gemma-eol": ("gemma", {"prompt": "eol"}), "llama-eol": ("llama", {"prompt": "eol"}),
+           "qwen2-none": ("qwen2", {"prompt": "none"}),
+           "gemma3-plain-text": ("gemma3_text", {"prompt": "Represent: {text}", "include_prompt": False,
+                                                 "pooling": "mean"}),
+           "bert": ("bert", {})}
+
+
+def design_model(tiny_models, design: str):
+    from cftune.models import set_named_prompts
+
+    arch, settings = DESIGNS[design]
+    model = load_embedder(str(tiny_models[arch]), **settings)
+    set_named_prompts(model, {"query": "query: ", "document": "passage:"})
+    return model
+
+
+def lengths_read(model, texts: list[str], prompt_name: str | None = None) -> list[int]:
+    """How many tokens the model's transformer gets for each text when `encode` embeds it (one at a time)."""
+    seen: list[int] = []
+    hook = model[0].register_forward_pre_hook(lambda module, args: seen.append(int(args[0]["attention_mask"].sum())))
+    try:
+        for text in texts:
+            encode(model, [text], precision="float32", prompt_name=prompt_name)
+    finally:
+        hook.remove()
+    return seen
+
+
+@pytest.mark.parametrize("design", DESIGNS)
+def test_the_token_count_is_the_whole_sequence_the_model_reads(tiny_models, design):
+    from cftune.serving import token_counter
+
+    model = design_model(tiny_models, design)
+    count = token_counter(model)
+    for name in (None, "query", "document"):
+        assert count(TRICKY, name) == lengths_read(model, TRICKY, name), name
+
+
+@pytest.mark.parametrize("design", DESIGNS)
+def test_a_text_exactly_at_the_limit_is_read_and_one_token_over_is_refused(tiny_models, design):
+    from fastapi.testclient import TestClient
+
+    from cftune.serving import create_app
+
+    model = design_model(tiny_models, design)
+    text, name = TEXTS[1], "query"
+    [length] = lengths_read(model, [text], name)
+    for limit, status in [(length, 200), (length - 1, 400)]:
+        model.max_seq_length = limit  # as training's max_length sets it; create_app serves up to it by default
+        with TestClient(create_app(model, "tiny", precision="float32")) as client:
+            reply = client.post("/v1/embeddings", json={"input": ["a", text], "prompt_name": name})
+        assert reply.status_code == status, reply.text
+        if status == 200:
+            assert reply.json()["usage"]["prompt_tokens"] == lengths_read(model, ["a"], name)[0] + length
+        else:
+            error = reply.json()["error"]
+            assert error["param"] == "input" and error["type"] == "invalid_request_error"
+            assert f"input[1] has {length} tokens; at most {limit}" in error["message"]
+
+
+def test_texts_longer_than_the_model_reads_are_refused_unless_truncated(tiny_models):
+    from fastapi.testclient import TestClient
+
+    from cftune.serving import create_app
+
+    # mean pooling: a tiny random model's EOS state barely depends on the text, its token mean does
+    model = load_embedder(str(tiny_models["gemma3_text"]), prompt="eol", pooling="mean")
+    shared = " ".join(TEXTS)  # over 64 tokens on its own; two texts that differ only after it
+    texts = [shared + " The end.", shared + " Something else entirely happens after that, at length."]
+    whole = lengths_read(model, texts)
+    assert 64 < min(whole) and max(whole) < model.max_seq_length  # so far read whole
+    apart = encode(model, texts, precision="float32").numpy()
+    assert cosine(*apart) < 0.999  # read whole, they differ
+    model.max_seq_length = 64  # as training's max_length=64 leaves it
+
+    def post(client, **fields):
+        return client.post("/v1/embeddings", json={"input": texts, **fields})
+
+    with TestClient(create_app(model, "tiny", precision="float32", normalize=False)) as client:
+        refused = post(client)
+        truncated = post(client, truncate=True)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "input"
+    assert f"input[0] has {whole[0]} tokens; at most 64" in refused.json()["error"]["message"]
+    assert truncated.status_code == 200, truncated.text
+    vectors = np.array([d["embedding"] for d in truncated.json()["data"]])
+    assert cosine(*vectors) > 0.99999  # the model read the same first 64 tokens of both
+    np.testing.assert_allclose(vectors, encode(model, texts, precision="float32").numpy(), atol=1e-5)
+    assert lengths_read(model, texts) == [64, 64]
+    assert truncated.json()["usage"] == {"prompt_tokens": 128, "total_tokens": 128}  # what was read, not all
+
+    model.max_seq_length = 256  # the model's own; a smaller max_tokens makes the server read (and cut at) fewer
+    with TestClient(create_app(model, "tiny", precision="float32", normalize=False, max_tokens=64,
+                               auto_truncate=True)) as client:
+        auto = post(client)
+        asked_not_to = post(client, truncate=False)
+        far_too_long = client.post("/v1/embeddings", json={"input": "x" * (64 * 64 + 1)})  # cut by characters
+    assert auto.status_code == 200 and auto.json()["usage"]["prompt_tokens"] == 128
+    np.testing.assert_allclose([d["embedding"] for d in auto.json()["data"]], vectors, atol=1e-6)
+    assert asked_not_to.status_code == 400 and "at most 64" in asked_not_to.json()["error"]["message"]
+    assert far_too_long.status_code == 200 and far_too_long.json()["usage"]["prompt_tokens"] == 64
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_serve_refuses_more_max_tokens_than_the_model_reads(tiny_models):
+    started = time.perf_counter()  # the model loads, then serve stops: it never listens
+    done = subprocess.run([sys.executable, "-m", "cftune.cli", "serve", "--model", str(tiny_models["gemma3_text"]),
+                           "--port", str(free_port()), "--max-tokens", "257"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.endswith("cftune: error: --max-tokens 257 is more than this model reads: its max_seq_length "
+                                "is 256 tokens (leave --max-tokens out to accept texts up to 256)\n"), done.stderr
+    assert time.perf_counter() - started < 60
+
+
 # --------------------------------------------------------------------------------------------- files
 
 
@@ -360,7 +487,7 @@ def test_embed_file_keeps_ids_aligned_with_vectors(tiny_models, tmp_path, expect
                          chunk_rows=3, show_progress_bar=False)  # chunks of 3: streaming is exercised
     assert summary.rows == len(TEXTS) and summary.dimension == 32
     if target == "npy":
-        vectors, ids = np.load(out), (tmp_path / "vectors.npy.ids.txt").read_text().split("\n")[:-1]
+        vectors, ids = np.load(out), read_ids(out)
     else:
         table = pq.read_table(out)
         vectors, ids = np.array(table["embedding"].to_pylist()), table["id"].to_pylist()
@@ -380,9 +507,11 @@ def test_embed_bad_input_is_named_or_skipped_and_nothing_half_written(tiny_model
     assert not out.exists() and list(tmp_path.iterdir()) == [bad]
 
     assert main(["embed", "--model", model, "--input", str(bad), "--out", str(out), "--skip-bad-rows"]) == 0
-    printed = capsys.readouterr().out
-    assert "2 vectors" in printed and "skipped 2 bad rows" in printed
-    assert np.load(out).shape == (2, 32) and (tmp_path / "v.npy.ids.txt").read_text() == "1\n4\n"
+    printed = capsys.readouterr()
+    assert "2 vectors" in printed.out  # and every row left out, by its line:
+    assert printed.err.endswith(f"skipped 2 bad rows:\n  {bad}:2: 'text' must be a non-empty text, got ''\n"
+                           f"  {bad}:3: not valid UTF-8 (byte 0xff)\n")
+    assert np.load(out).shape == (2, 32) and read_ids(out) == ["1", "4"]
 
     jsonl = write_jsonl(tmp_path / "b.jsonl", [{"text": "fine"}, {"body": "no text field"}])
     with pytest.raises(DataFormatError, match=r"b\.jsonl:2: missing field 'text'"):
@@ -402,11 +531,13 @@ def test_similarity_command_prints_the_cosine(tiny_models, capsys):
     assert float(capsys.readouterr().out) == pytest.approx(cosine, abs=1e-4)
 
 
-@pytest.mark.parametrize("out, problem", [("vectors.npy", "is a folder"), ("v.npy", "v.npy.ids.txt: is a folder"),
-                                          ("missing/v.npy", "does not exist"), ("v.txt", "must end in .npy")])
+@pytest.mark.parametrize("out, problem", [("vectors.npy", "is a folder"), ("v.npy", "v.npy.ids.jsonl: is a folder"),
+                                          ("afile/v.npy", "afile is a file, not a folder"),
+                                          ("v.txt", "must end in .npy")])
 def test_embed_refuses_a_bad_out_before_loading_the_model(tmp_path, capsys, out, problem):
     (tmp_path / "vectors.npy").mkdir()
-    (tmp_path / "v.npy.ids.txt").mkdir()
+    (tmp_path / "v.npy.ids.jsonl").mkdir()
+    (tmp_path / "afile").write_text("x")
     texts = tmp_path / "in.txt"
     texts.write_text("one\n")
     started = time.perf_counter()  # "no-such-model" would fail to load, with another message, if it were tried
@@ -416,7 +547,16 @@ def test_embed_refuses_a_bad_out_before_loading_the_model(tmp_path, capsys, out,
     assert time.perf_counter() - started < 5
     with pytest.raises(OutputPathError, match=problem):  # the library checks before it touches the model
         embed_file(None, texts, tmp_path / out, show_progress_bar=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "v.npy.ids.txt", "vectors.npy"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "in.txt", "v.npy.ids.jsonl", "vectors.npy"]
+
+
+def test_ids_of_any_text_read_back_equal_and_aligned(tiny_models, tmp_path):
+    ids = ["a\nb", "line\r\nbreak", "tab\tand \"quotes\"", "\u2028 unicode \u00e9", "plain"]
+    rows = write_jsonl(tmp_path / "rows.jsonl", [{"id": key, "text": TEXTS[i]} for i, key in enumerate(ids)])
+    model = load_embedder(str(tiny_models["bert"]))
+    embed_file(model, rows, tmp_path / "v.npy", id_column="id", show_progress_bar=False)
+    assert read_ids(tmp_path / "v.npy") == ids and np.load(tmp_path / "v.npy").shape[0] == len(ids)
+    assert len((tmp_path / "v.npy.ids.jsonl").read_text(encoding="utf-8").splitlines()) == len(ids)
 
 
 def test_embed_missing_or_null_id_is_a_row_error(tiny_models, tmp_path):
@@ -447,7 +587,7 @@ def test_embed_removes_only_its_own_stale_temp_files(tiny_models, tmp_path):
     for name in stale + kept:
         (tmp_path / name).write_text("x")
     embed_file(load_embedder(str(tiny_models["bert"])), texts, tmp_path / "v.npy", show_progress_bar=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + ["in.txt", "v.npy", "v.npy.ids.txt"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + ["in.txt", "v.npy", "v.npy.ids.jsonl"])
 
 
 def test_a_killed_embed_run_is_cleaned_up_by_the_next(tiny_models, tmp_path):
@@ -478,8 +618,8 @@ def test_embed_dim_keeps_the_leading_numbers_then_normalizes(tiny_models, tmp_pa
                  "--input", str(tmp_path / "in.txt"), "--out", str(out), "--dim", "8", "--normalize"]) == 0
     np.testing.assert_allclose(np.load(out), np.stack([unit(expected[t][:8]) for t in TEXTS]), atol=1e-5)
     assert main(["embed", "--model", str(tiny_models["gemma3_text"]), "--input", str(tmp_path / "in.txt"),
-                 "--out", str(out), "--dim", "0"]) == 2
-    assert "dimension must be between 1 and this model's 32, got 0" in capsys.readouterr().err
+                 "--out", str(out), "--dim", "33"]) == 2  # --dim 0 is refused by the parser, at once
+    assert "dimension must be between 1 and this model's 32, got 33" in capsys.readouterr().err
 
 
 def test_embed_prompt_name_uses_the_saved_models_prompt(tiny_models, tmp_path, capsys):

@@ -7,19 +7,29 @@ import logging
 import shlex
 import sys
 import time
+from pathlib import Path
 
-from cftune.errors import CftuneError, ConfigError
+from cftune.errors import CftuneError, ConfigError, ModelSourceError
+
+# Each command checks all its arguments, inputs and output locations first, with light modules only (no torch):
+# a mistake answers in well under a second, and nothing slow runs before it.
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from cftune.data import load_retrieval_set, parse_tasks
+    from cftune.data import check_sts_inputs, load_retrieval_set
+    from cftune.io import check_output_file
 
     sts = args.tasks != "none"
     if sts:
-        parse_tasks(args.tasks)  # a mistyped task fails now, not after the model has loaded
+        check_sts_inputs(args.tasks, args.data_dir)  # a mistyped task or a missing file fails now
     if args.retrieval:
         load_retrieval_set(args.retrieval)  # so does a bad retrieval file (it is read again, cheaply, later)
     dimensions = parse_dimensions(args.dim) or [None]
+    if args.out:  # the files the reports will write
+        suffixes = [".json", ".md"] + ([".png"] if len(dimensions) > 1 else []) if sts else []
+        for suffix in suffixes + ([".retrieval.json", ".retrieval.md"] if args.retrieval else []):
+            check_output_file(Path(args.out + suffix))
+    check_model_arguments(args)
     model = load_model(args)
     if sts:
         _eval_sts(args, model, dimensions)
@@ -79,18 +89,30 @@ def parse_dimensions(text: str | None) -> list[int | None]:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from cftune.config import load_config
-    from cftune.training import train
+    from cftune.config import check_trackers_installed, load_config
+    from cftune.data import check_training_inputs
+    from cftune.runs import check_run_target
+    from cftune.sources import check_source
 
     flags = {"model": args.model, "data": args.data, "data_dir": args.data_dir, "max_steps": args.max_steps,
              "prompt": args.prompt}
     overrides = [f"{key}={value}" for key, value in flags.items() if value is not None] + args.set
     config = load_config(args.config, overrides)
+    check_trackers_installed(config.report_to)
+    check_run_target(Path(args.out), config, args.resume)
+    check_training_inputs(config.data, config.data_dir, skip_bad_rows=config.skip_bad_rows,
+                          dev_set=config.eval_steps > 0)
+    check_source(config.model)
+    from cftune.training import train
+
     out = train(config, args.out, resume=args.resume)
     print(f"trained model: {out}  (evaluate: cftune eval --model {out})")
 
 
 def _export(args: argparse.Namespace) -> None:
+    from cftune.runs import check_export_target
+
+    check_export_target(Path(args.run_dir), Path(args.out), args.overwrite)
     from cftune.training import export
 
     print(f"wrote {export(args.run_dir, args.out, merge=args.merge, overwrite=args.overwrite)}")
@@ -103,6 +125,11 @@ def _push(args: argparse.Namespace) -> None:
 
 
 def _reproduce(args: argparse.Namespace) -> None:
+    from cftune.data import existing_data_dir
+    from cftune.runs import check_report_target
+
+    check_report_target(Path(args.out))
+    existing_data_dir(args.data_dir)
     from cftune.experiments import reproduce
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
@@ -112,6 +139,11 @@ def _reproduce(args: argparse.Namespace) -> None:
 
 
 def _ablate(args: argparse.Namespace) -> None:
+    from cftune.data import existing_data_dir
+    from cftune.runs import check_report_target
+
+    check_report_target(Path(args.out))
+    existing_data_dir(args.data_dir)
     from cftune.experiments import ablate, parse_grid
 
     report = ablate(args.out, grid=parse_grid(args.grid), steps=args.steps, model=args.model, recipe=args.config,
@@ -121,10 +153,13 @@ def _ablate(args: argparse.Namespace) -> None:
 
 def _mine(args: argparse.Namespace) -> None:
     from cftune.data import read_triplets
-    from cftune.mining import check_mined_output, mine
+    from cftune.mining import check_mined_output
 
     check_mined_output(args.out)  # a wrong --out or a bad pairs file fails now, before the model loads
     read_triplets(args.input)
+    check_model_arguments(args)
+    from cftune.mining import mine
+
     summary = mine(load_model(args), args.input, args.out, negatives=args.negatives, range_min=args.range_min,
                    range_max=args.range_max, margin=args.margin, relative=not args.absolute_margin,
                    sampling=args.sampling, batch_size=args.batch_size, precision=args.precision)
@@ -134,10 +169,15 @@ def _mine(args: argparse.Namespace) -> None:
 
 
 def _embed(args: argparse.Namespace) -> None:
-    from cftune.embedding import check_output_path, embed_file
+    from cftune.data import check_text_input
+    from cftune.embedding import check_output_path
+
+    check_output_path(args.out)  # a wrong --out or input fails now, not after the model loads
+    check_text_input(args.input, column=args.column, id_column=args.id_column, skip_bad_rows=args.skip_bad_rows)
+    check_model_arguments(args)
+    from cftune.embedding import embed_file
     from cftune.models import set_output_dimension
 
-    check_output_path(args.out)  # a wrong --out fails now, not after the model loads and embeds everything
     model = load_model(args)
     set_output_dimension(model, args.dim)
     summary = embed_file(model, args.input, args.out, column=args.column, id_column=args.id_column,
@@ -145,11 +185,11 @@ def _embed(args: argparse.Namespace) -> None:
                          precision=args.precision, prompt_name=args.prompt_name)
     print(f"wrote {summary.out}: {summary.rows} vectors of {summary.dimension} floats in {summary.seconds:.1f} s"
           + (f" ({summary.rows / summary.seconds:.1f} texts/s)" if summary.seconds else ""))
-    if summary.skipped:
-        print(f"skipped {len(summary.skipped)} bad rows; first: {summary.skipped[0]}")
+    print_skipped(summary.skipped)
 
 
 def _similarity(args: argparse.Namespace) -> None:
+    check_model_arguments(args)
     from cftune.embedding import similarity
 
     model = load_model(args)
@@ -162,16 +202,19 @@ def _serve(args: argparse.Namespace) -> None:
 
     from cftune.data import iter_texts
     from cftune.models import encode
-    from cftune.serving import API_KEY_ENV, serve
+    from cftune.serving import API_KEY_ENV, serve, served_max_tokens
 
     # int8/uint8 outputs scale each dimension to the range these texts span; a bad file fails before the model
     texts = [row.text for row in iter_texts(args.calibration)] if args.calibration else []
+    check_model_arguments(args)
     model = load_model(args)
+    max_tokens = served_max_tokens(model, args.max_tokens)  # more than the model reads fails now, in one line
     calibration = encode(model, texts, precision=args.precision).numpy() if texts else None
     serve(model, args.name or args.model, host=args.host, port=args.port, max_batch=args.max_batch,
-          max_tokens=args.max_tokens, api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+          max_tokens=max_tokens, api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
           precision=args.precision, batching=not args.no_batching, max_queue=args.max_queue,
-          max_request_bytes=args.max_request_bytes, normalize=not args.no_normalize, calibration=calibration)
+          max_request_bytes=args.max_request_bytes, normalize=not args.no_normalize, calibration=calibration,
+          auto_truncate=args.auto_truncate)
 
 
 def _doctor(args: argparse.Namespace) -> None:
@@ -210,6 +253,24 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu, cuda, ... (default: best available)")
 
 
+def check_model_arguments(args: argparse.Namespace) -> None:
+    """--model and --adapter exist (a hub id: on the hub, or in the local cache offline), checked before torch
+    is imported."""
+    from cftune.sources import check_source
+
+    check_source(args.model)
+    if args.adapter is not None and not (Path(args.adapter) / "adapter_config.json").is_file():
+        raise ModelSourceError(f"{args.adapter} is not a PEFT adapter folder (no adapter_config.json)")
+
+
+def print_skipped(skipped: list[str], shown: int = 20) -> None:
+    """Every row a command left out, by file and line (the first ``shown``, then how many more)."""
+    if skipped:
+        print(f"skipped {len(skipped)} bad rows:", *skipped[:shown], sep="\n  ", file=sys.stderr)
+        if len(skipped) > shown:
+            print(f"  ... and {len(skipped) - shown} more", file=sys.stderr)
+
+
 def load_model(args: argparse.Namespace):
     """The embedder that add_model_arguments describes."""
     from cftune.models import load_embedder
@@ -218,6 +279,20 @@ def load_model(args: argparse.Namespace):
                          attention=args.attention, layers=args.layers, pooled_layers=args.pooled_layers,
                          include_prompt=args.include_prompt, device=args.device, inference=True,
                          precision=args.precision, quantize=args.quantize)
+
+
+def int_in(low: int, high: int | None = None):
+    """argparse type: an int in [low, high], so a bad value stops the command before the model loads."""
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+        if number < low or (high is not None and number > high):
+            raise argparse.ArgumentTypeError(f"{number} is out of range: " + (
+                f"{low}..{high}" if high is not None else f"at least {low}"))
+        return number
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -238,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "nDCG@10, MRR@10, recall@100")
     ev.add_argument("--data-dir", help="folder with sts/<TASK>.jsonl (default: $CFTUNE_DATA_DIR, else the hub)")
     ev.add_argument("--out", help="write OUT.json and OUT.md, e.g. results/NAME")
-    ev.add_argument("--batch-size", type=int, default=32, help="32 is fastest on a 2-core CPU (measured)")
+    ev.add_argument("--batch-size", type=int_in(1), default=32, help="32 is fastest on a 2-core CPU (measured)")
     ev.add_argument("--dim", help="score the vectors cut to their first N numbers (Matryoshka models); a comma "
                                   "list scores each length from one encoding pass, e.g. 640,256,128,64")
     ev.set_defaults(run=_eval)
@@ -253,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--data", help="nli (SimCSE triplets) or a CSV/JSONL of anchor,positive[,negative]")
     tr.add_argument("--data-dir", help="local data folder (nli/*.csv, sts/STSBenchmark.dev.jsonl)")
     tr.add_argument("--prompt", help="none | eol | template with {text}")
-    tr.add_argument("--max-steps", type=int)
+    tr.add_argument("--max-steps", type=int_in(1))
     tr.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
     tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     tr.set_defaults(run=_train)
@@ -315,16 +390,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(mi)
     mi.add_argument("--input", required=True, help="CSV/JSONL of anchor,positive (SimCSE headers work too)")
     mi.add_argument("--out", required=True, help="mined.csv or mined.jsonl")
-    mi.add_argument("--negatives", type=int, default=3, help="hard negatives per row (default: 3)")
-    mi.add_argument("--range-min", type=int, default=10,
+    mi.add_argument("--negatives", type=int_in(1), default=3, help="hard negatives per row (default: 3)")
+    mi.add_argument("--range-min", type=int_in(0), default=10,
                     help="skip the anchor's N nearest texts, likely unmarked positives (default: 10)")
-    mi.add_argument("--range-max", type=int, default=50, help="look no further than the N nearest (default: 50)")
+    mi.add_argument("--range-max", type=int_in(1), default=50, help="look no further than the N nearest (default: 50)")
     mi.add_argument("--margin", type=float, default=0.05, help="a negative scores at least this far below the "
                     "anchor's positive: a fraction of its score (default: 0.05, NV-Retriever's choice)")
     mi.add_argument("--absolute-margin", action="store_true", help="read --margin as a cosine difference")
     mi.add_argument("--sampling", choices=["top", "random"], default="top",
                     help="the hardest candidates that pass, or a random choice of them")
-    mi.add_argument("--batch-size", type=int, default=32)
+    mi.add_argument("--batch-size", type=int_in(1), default=32)
     mi.set_defaults(run=_mine)
 
     em = commands.add_parser("embed", help="embed every text of a file into .npy or .parquet",
@@ -335,11 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--column", default="text", help="the text column of .jsonl/.csv/.parquet (default: text)")
     em.add_argument("--id-column", help="column of ids kept beside the vectors (default: the line number)")
     em.add_argument("--out", required=True, help="vectors.npy (+ vectors.npy.ids.txt) or vectors.parquet")
-    em.add_argument("--batch-size", type=int, default=32)
+    em.add_argument("--batch-size", type=int_in(1), default=32)
     em.add_argument("--normalize", action="store_true", help="unit-length vectors (dot product = cosine)")
     em.add_argument("--prompt-name", help="a named prompt of the model, put before each text: query or document "
                                           "(models trained with query_prompt / document_prompt)")
-    em.add_argument("--dim", type=int, help="keep the first N numbers of each vector (Matryoshka models; "
+    em.add_argument("--dim", type=int_in(1), help="keep the first N numbers of each vector (Matryoshka models; "
                                             "cut before --normalize)")
     em.add_argument("--skip-bad-rows", action="store_true", help="count and skip bad rows instead of stopping")
     em.set_defaults(run=_embed)
@@ -356,26 +431,16 @@ def build_parser() -> argparse.ArgumentParser:
                              description="POST /v1/embeddings, GET /v1/models, GET /health.")
     add_model_arguments(sv)
 
-    def int_in(low: int, high: int | None = None):
-        """argparse type: an int in [low, high], so a bad value stops the command before the model loads."""
-        def parse(value: str) -> int:
-            try:
-                number = int(value)
-            except ValueError:
-                raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-            if number < low or (high is not None and number > high):
-                raise argparse.ArgumentTypeError(f"{number} is out of range: " + (
-                    f"{low}..{high}" if high is not None else f"at least {low}"))
-            return number
-        return parse
-
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     sv.add_argument("--port", type=int_in(0, 65535), default=8000)
     sv.add_argument("--name", help="model name clients send and see (default: the --model value)")
     sv.add_argument("--max-batch", type=int_in(1), default=256, help="most texts per request, and per shared batch")
-    sv.add_argument("--max-tokens", type=int_in(1), default=512,
-                    help="longest text accepted, in tokens; texts over 64 characters per token are refused "
-                         "without tokenizing")
+    sv.add_argument("--max-tokens", type=int_in(1),
+                    help="longest text accepted, in tokens, counting the template and special tokens (default "
+                         "and most: the model's max_seq_length); a longer one gets 400 unless truncated")
+    sv.add_argument("--auto-truncate", action="store_true",
+                    help='embed the first --max-tokens tokens of a longer text instead of refusing it, unless a '
+                         'request says "truncate": false (TEI\'s flag)')
     sv.add_argument("--max-queue", type=int_in(1), default=4096,
                     help="most texts waiting for the encoder; requests beyond it get 429 (default: 4096)")
     sv.add_argument("--max-request-bytes", type=int_in(1), default=8 * 2**20,
@@ -411,6 +476,8 @@ def main(argv: list[str] | None = None) -> int:
     # kernels and torch about its enum registrations, on every command: nothing a user can act on.
     for library_noise in ("torchao", "torch.utils._pytree"):
         logging.getLogger(library_noise).setLevel(logging.ERROR)
+    for chatty in ("httpx", "httpx2"):  # a line for every request huggingface_hub makes
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         args.run(args)
     except CftuneError as err:  # a user's mistake, in one line; anything else is a bug and keeps its traceback

@@ -347,3 +347,12 @@ def find_experiment(name: str) -> Experiment:
     if name not in EXPERIMENTS:
         raise ConfigError(f"unknown --experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
     return EXPERIMENTS[name]
+
+
+def check_trackers_installed(trackers: list[str]) -> None:
+    """A missing tracker package fails now, with the install command, not after the model has loaded."""
+    import importlib.util
+
+    for tracker in trackers:
+        if not any(importlib.util.find_spec(package) for package in TRACKERS[tracker]):
+            raise ConfigError(f"report_to: {tracker} is not installed here (pip install {TRACKERS[tracker][0]})")

@@ -85,6 +85,32 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
     return Path(chosen).expanduser() if chosen else None
 
 
+def existing_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
+    """``resolve_data_dir``, refusing a folder that does not exist (a typo must not send cftune to the hub)."""
+    root = resolve_data_dir(data_dir)
+    if root is not None and not root.is_dir():
+        raise DataFormatError(str(root), None, "data folder not found (--data-dir or $CFTUNE_DATA_DIR)")
+    return root
+
+
+def check_sts_inputs(spec: str | list[str] | None, data_dir: str | os.PathLike | None) -> list[StsTask]:
+    """The tasks named, with their files where a data folder is given: before any model loads."""
+    tasks, root = parse_tasks(spec), existing_data_dir(data_dir)
+    for task in tasks:
+        if root is not None and not (root / task.local_file).is_file():
+            raise DataFormatError(str(root / task.local_file), None, f"file not found (the {task.name} pairs)")
+    return tasks
+
+
+def _hub_failure(what: str, err: Exception) -> DataFormatError:
+    """A one-line error for hub data that could not be fetched, saying what to do instead."""
+    from huggingface_hub import constants
+
+    why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"the hub answered: {str(err).splitlines()[0]}"
+    return DataFormatError(f"hub:{what}", None, f"not in the local Hugging Face cache and {why}; pass --data-dir "
+                                                "with a local copy (the layout of ../shared/data), or go online once")
+
+
 def _check_row(row: object, source: str, line: int) -> tuple[str, str, float]:
     if not isinstance(row, dict):
         raise DataFormatError(source, line, f"expected a JSON object, got {type(row).__name__}")
@@ -137,7 +163,10 @@ def load_sts_task(task: StsTask, data_dir: Path | None) -> StsPairs:
     import datasets
 
     source = f"hub:{task.hub_id}" + (f"/{task.hub_subset}" if task.hub_subset else "")
-    dataset = datasets.load_dataset(task.hub_id, task.hub_subset, split=task.split)
+    try:
+        dataset = datasets.load_dataset(task.hub_id, task.hub_subset, split=task.split)
+    except (OSError, ConnectionError, datasets.exceptions.DatasetNotFoundError) as err:
+        raise _hub_failure(source[4:], err) from None
     return _pairs(task.name, source, [_check_row(row, source, i) for i, row in enumerate(dataset, start=1)])
 
 
@@ -146,6 +175,7 @@ def load_sts_task(task: StsTask, data_dir: Path | None) -> StsPairs:
 # Header names accepted for each column: SimCSE's nli_for_simcse.csv uses sent0,sent1,hard_neg.
 TRIPLET_HEADERS = {"anchor": ("anchor", "sent0"), "positive": ("positive", "sent1"),
                    "negative": ("negative", "hard_neg")}
+TRIPLET_FORMATS = (".csv", ".jsonl", ".parquet")
 NLI_HUB = ("princeton-nlp/datasets-for-simcse", "nli_for_simcse.csv")
 STSB_DEV = StsTask("STSBenchmark.dev", "mteb/stsbenchmark-sts", split="validation")
 
@@ -176,11 +206,19 @@ def _triplet_columns(header: list[str], source: str) -> dict[str, str]:
     return found
 
 
+def _undecodable(*fields: str) -> str | None:
+    """What a row read with errors="surrogateescape" says about an invalid UTF-8 byte in it, if it has one."""
+    for field in fields:
+        if bad := re.search("[\udc80-\udcff]", field):
+            return f"not valid UTF-8 (byte 0x{ord(bad[0]) - 0xDC00:02x})"
+    return None
+
+
 def _records(path: Path, txt_field: str = "text"):
     """(line or row number, record dict, or the error that spoiled the row), streamed, never loaded whole.
 
     .jsonl: one JSON object a line; .csv: a header line, then rows; .txt: each line is ``{txt_field: line}``;
-    .parquet: its rows. Errors are decoded line by line, so they name their own line.
+    .parquet: its rows. An undecodable byte spoils its own row only, which names its own line.
     """
     import csv
 
@@ -194,53 +232,61 @@ def _records(path: Path, txt_field: str = "text"):
                 yield number, record
         return
     if path.suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as handle:
+        # surrogateescape: a bad byte becomes one marked character of its own row, found below; a strict
+        # decoder would fail on a whole 8 KiB block, and the rows around the byte would be lost or misnumbered
+        with path.open(encoding="utf-8", errors="surrogateescape", newline="") as handle:
             reader = csv.reader(handle)
             try:
                 header = next(reader)
             except StopIteration:
                 return
-            except UnicodeDecodeError as err:
-                raise DataFormatError(str(path), 1, f"not valid UTF-8 ({err.reason})") from None
+            if problem := _undecodable(*header):
+                raise DataFormatError(str(path), 1, problem)
             while True:
-                line_no = reader.line_num + 1
+                line_no = reader.line_num + 1  # where the next row starts (a quoted field may span lines)
                 try:
                     values = next(reader)
                 except StopIteration:
                     return
-                except (UnicodeDecodeError, csv.Error) as err:
+                except csv.Error as err:
                     yield line_no, err
                     continue
-                if values and len(values) != len(header):
+                if problem := _undecodable(*values):
+                    yield line_no, ValueError(problem)
+                elif values and len(values) != len(header):
                     yield line_no, ValueError(f"expected {len(header)} fields ({','.join(header)}), "
                                               f"got {len(values)}")
                 elif values:
                     yield line_no, dict(zip(header, values, strict=True))
         return
-    with path.open("rb") as handle:
+    with path.open("rb") as handle:  # line by line, so an error names its own line
         for line_no, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8").rstrip("\r\n")
-                if path.suffix != ".jsonl":
-                    yield line_no, {txt_field: line}
-                    continue
-                if not line.strip():
-                    continue
-                record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise ValueError(f"expected a JSON object, got {type(record).__name__}")
-                yield line_no, record
-            except (UnicodeDecodeError, ValueError) as err:
-                yield line_no, err
+            line = raw.decode("utf-8", errors="surrogateescape").rstrip("\r\n")
+            if problem := _undecodable(line):
+                yield line_no, ValueError(problem)
+            elif path.suffix != ".jsonl":
+                yield line_no, {txt_field: line}
+            elif line.strip():
+                yield line_no, _json_object(line)
+
+
+def _json_object(line: str) -> dict | ValueError:
+    try:
+        record = json.loads(line)
+    except ValueError as err:
+        return ValueError(f"invalid JSON ({err})")
+    return record if isinstance(record, dict) else ValueError(f"expected a JSON object, got {type(record).__name__}")
 
 
 def read_triplets(path: str | os.PathLike, *, skip_bad_rows: bool = False, max_rows: int | None = None) -> Triplets:
-    """Read (anchor, positive[, negative]) rows from CSV or JSONL.
+    """Read (anchor, positive[, negative]) rows from CSV, JSONL or Parquet.
 
     A bad row (undecodable, wrong field count, empty text) raises DataFormatError naming file and line, or,
     with ``skip_bad_rows``, is dropped and reported in ``Triplets.skipped``.
     """
     path = Path(path)
+    if path.suffix not in TRIPLET_FORMATS:
+        raise DataFormatError(str(path), None, f"unknown training data format; expected {', '.join(TRIPLET_FORMATS)}")
     if not path.is_file():
         raise DataFormatError(str(path), None, "file not found")
     columns: dict[str, list[str]] | None = None
@@ -275,25 +321,50 @@ def read_triplets(path: str | os.PathLike, *, skip_bad_rows: bool = False, max_r
 def load_training_data(spec: str, data_dir: str | None = None, *, skip_bad_rows: bool = False,
                        max_rows: int | None = None) -> Triplets:
     """'nli' -> the SimCSE NLI triplets (local <data_dir>/nli/*.csv, else the hub file); else a file path."""
+    return read_triplets(training_file(spec, data_dir), skip_bad_rows=skip_bad_rows, max_rows=max_rows)
+
+
+def training_file(spec: str, data_dir: str | None = None, *, download: bool = True) -> Path:
+    """The file ``load_training_data`` reads; without ``download``, a hub file must be in the local cache
+    already when the hub is offline (a cheap check), and is not fetched."""
     if spec != "nli":
-        return read_triplets(spec, skip_bad_rows=skip_bad_rows, max_rows=max_rows)
-    root = resolve_data_dir(data_dir)
-    path: str | Path
+        return Path(spec)
+    root = existing_data_dir(data_dir)
     if root is not None:
         files = sorted((root / "nli").glob("*.csv"))
         if not files:
             raise DataFormatError(str(root / "nli"), None, "no *.csv triplet file (sent0,sent1,hard_neg)")
-        path = files[0]
-    else:
-        from huggingface_hub import hf_hub_download
+        return files[0]
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
 
-        path = hf_hub_download(NLI_HUB[0], NLI_HUB[1], repo_type="dataset")
-    return read_triplets(path, skip_bad_rows=skip_bad_rows, max_rows=max_rows)
+    cached = try_to_load_from_cache(NLI_HUB[0], NLI_HUB[1], repo_type="dataset")
+    if isinstance(cached, str):
+        return Path(cached)
+    if not download and not constants.HF_HUB_OFFLINE:
+        return Path(NLI_HUB[1])  # fetched when training starts
+    try:
+        return Path(hf_hub_download(NLI_HUB[0], NLI_HUB[1], repo_type="dataset"))
+    except OSError as err:  # offline, no connection, or a refusal
+        raise _hub_failure(f"{NLI_HUB[0]}/{NLI_HUB[1]}", err) from None
+
+
+def check_training_inputs(spec: str, data_dir: str | None, *, skip_bad_rows: bool, dev_set: bool) -> None:
+    """The training file's existence, format and columns (its first row), and the dev set's file, cheaply:
+    before torch is imported or a model loads."""
+    path = training_file(spec, data_dir, download=False)
+    if path.is_file():
+        read_triplets(path, skip_bad_rows=skip_bad_rows, max_rows=1)
+    elif spec != "nli":
+        raise DataFormatError(spec, None, "file not found")
+    root = existing_data_dir(data_dir)
+    if dev_set and root is not None and not (root / "sts" / "STSBenchmark.dev.jsonl").is_file():
+        raise DataFormatError(str(root / "sts" / "STSBenchmark.dev.jsonl"), None, "file not found (STS-B dev, the "
+                              "set the best checkpoint is chosen on; eval_steps=0 trains without it)")
 
 
 def load_sts_dev(data_dir: str | None = None) -> StsPairs:
     """STS-B dev, the paper's model-selection set (never a test set)."""
-    root = resolve_data_dir(data_dir)
+    root = existing_data_dir(data_dir)
     if root is not None:
         return read_sts_jsonl(root / "sts" / "STSBenchmark.dev.jsonl", STSB_DEV.name)
     return load_sts_task(STSB_DEV, None)
@@ -348,6 +419,14 @@ def iter_texts(path: str | os.PathLike, *, column: str = "text", id_column: str 
                 skipped.append(f"{path}:{number}: {err}")
             continue
         yield TextRow(row_id, text)
+
+
+def check_text_input(path: str | os.PathLike, *, column: str = "text", id_column: str | None = None,
+                     skip_bad_rows: bool = False) -> None:
+    """The input's format, existence and columns, and that it has a text to embed: read up to its first good
+    row, before any model loads."""
+    if next(iter_texts(path, column=column, id_column=id_column, skip_bad_rows=skip_bad_rows), None) is None:
+        raise DataFormatError(str(path), None, "no text to embed" + (" (every row is bad)" if skip_bad_rows else ""))
 
 
 # --------------------------------------------------------------------------------------------- retrieval

@@ -7,28 +7,25 @@ complete, so a killed run leaves the previous output as it was; the next run del
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-import torch
-from sentence_transformers import SentenceTransformer
+from typing import TYPE_CHECKING
 
 from cftune.data import iter_texts
-from cftune.errors import CftuneError
-from cftune.io import remove_stale_temp_files, temp_path
-from cftune.models import encode
+from cftune.errors import CftuneError, OutputPathError
+from cftune.io import check_output_file, remove_stale_temp_files, temp_path
+
+if TYPE_CHECKING:  # torch, numpy and the model are imported where they are used: checking --out needs none
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
 
 log = logging.getLogger(__name__)
 OUTPUT_FORMATS = (".npy", ".parquet")
-
-
-class OutputPathError(CftuneError):
-    """An --out that cannot receive the output; found before any model work."""
 
 
 # --------------------------------------------------------------------------------------------- files
@@ -54,18 +51,25 @@ class EmbedSummary:
     seconds: float
 
 
+def ids_path(out: Path) -> Path:
+    """Where the ids of a .npy output go: JSON Lines, one JSON string a line, so an id with a line break (or
+    any other character) cannot shift the ids against the vectors."""
+    return Path(f"{out}.ids.jsonl")
+
+
+def read_ids(out: str | os.PathLike) -> list[str]:
+    """The ids written beside a .npy output, in the order of its rows."""
+    with ids_path(Path(out)).open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
 def check_output_path(out: str | os.PathLike) -> Path:
     """The output path, if a file can be written there; else OutputPathError (cheap: call it before loading)."""
     out = Path(out)
     if out.suffix not in OUTPUT_FORMATS:
         raise OutputPathError(f"{out}: output must end in {' or '.join(OUTPUT_FORMATS)}")
-    for target in (out, Path(f"{out}.ids.txt")) if out.suffix == ".npy" else (out,):
-        if target.is_dir():
-            raise OutputPathError(f"{target}: is a folder; --out names the file to write")
-    if not out.parent.is_dir():
-        raise OutputPathError(f"{out}: folder {out.parent} does not exist")
-    if not os.access(out.parent, os.W_OK | os.X_OK):
-        raise OutputPathError(f"{out}: folder {out.parent} is not writable")
+    for target in (out, ids_path(out)) if out.suffix == ".npy" else (out,):
+        check_output_file(target)
     return out
 
 
@@ -75,16 +79,20 @@ def embed_file(model: SentenceTransformer, input_path: str | os.PathLike, out: s
                show_progress_bar: bool = True, prompt_name: str | None = None) -> EmbedSummary:
     """Embed every text of a file, streaming it chunk by chunk; the output appears only when complete.
 
-    ``.npy`` gets the vectors (float32, one row per text) and ``<out>.ids.txt`` their ids, a line each;
+    ``.npy`` gets the vectors (float32, one row per text) and ``<out>.ids.jsonl`` their ids (`read_ids`);
     ``.parquet`` gets columns ``id`` and ``embedding``. Both are written to a temporary file and renamed.
     """
+    import numpy as np
+    import torch
     from tqdm.auto import tqdm
 
+    from cftune.models import encode
+
     out = check_output_path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     for stale in remove_stale_temp_files(out):
         log.info("removed %s, left by a run that was killed", stale)
     tmp, ids_tmp, raw_tmp = temp_path(out), temp_path(out, ".ids"), temp_path(out, ".raw")
-    ids_path = Path(f"{out}.ids.txt")
     skipped: list[str] = []
     rows, dimension, started = 0, 0, time.perf_counter()
     writer = None
@@ -105,7 +113,7 @@ def embed_file(model: SentenceTransformer, input_path: str | os.PathLike, out: s
                 dimension = array.shape[1]
                 if raw is not None and ids_file is not None:
                     raw.write(array.tobytes())
-                    ids_file.writelines(r.id + "\n" for r in chunk)
+                    ids_file.writelines(json.dumps(r.id) + "\n" for r in chunk)
                 else:
                     writer = writer or _parquet_writer(tmp, dimension)
                     writer.write_table(_parquet_table(chunk, array))
@@ -117,7 +125,7 @@ def embed_file(model: SentenceTransformer, input_path: str | os.PathLike, out: s
         if out.suffix == ".npy":
             _raw_to_npy(raw_tmp, tmp, rows, dimension)
             tmp.replace(out)
-            ids_tmp.replace(ids_path)
+            ids_tmp.replace(ids_path(out))
         elif writer is not None:
             writer.close()
             writer = None
@@ -132,6 +140,8 @@ def embed_file(model: SentenceTransformer, input_path: str | os.PathLike, out: s
 
 def _raw_to_npy(raw: Path, npy: Path, rows: int, dimension: int) -> None:
     """Give the streamed float32 rows a .npy header (the row count is known only at the end)."""
+    import numpy as np
+
     target = np.lib.format.open_memmap(npy, mode="w+", dtype=np.float32, shape=(rows, dimension))
     source = np.memmap(raw, dtype=np.float32, mode="r", shape=(rows, dimension))
     for start in range(0, rows, 65536):
@@ -159,6 +169,10 @@ def similarity(model: SentenceTransformer, a: str, b: str, *, precision: str = "
                prompt_names: tuple[str | None, str | None] = (None, None)) -> float:
     """Cosine of two texts; ``prompt_names`` embeds each with one of the model's named prompts (a search
     query against a document: ``("query", "document")``)."""
+    import torch
+
+    from cftune.models import encode
+
     first, second = (encode(model, [text], precision=precision, prompt_name=name)
                      for text, name in zip((a, b), prompt_names, strict=True))
     return float(torch.nn.functional.cosine_similarity(first, second).item())

@@ -16,6 +16,18 @@ class ModelSourceError(CftuneError):
     """A --model / --adapter value that cftune cannot turn into an embedder."""
 
 
+class OutputPathError(CftuneError):
+    """An output location (--out) that cftune may not or cannot write; found before any work."""
+
+
+class RunBusyError(CftuneError):
+    """A run folder that another live cftune process is writing."""
+
+
+class DiskFullError(CftuneError):
+    """The disk filled up while cftune wrote a file; what was complete before is kept."""
+
+
 class DataFormatError(CftuneError):
     """A data file (or hub dataset) whose content is not what its format promises.
 

@@ -12,12 +12,13 @@ missing. Layout of an output folder:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from cftune.config import (
 )
 from cftune.data import load_retrieval_set, parse_tasks
 from cftune.evaluation import StsResult, evaluate_retrieval, evaluate_sts
-from cftune.io import machine, write_atomic
+from cftune.io import FolderLock, machine, write_atomic
 from cftune.models import load_embedder
 from cftune.reports import (
     ablation_markdown,
@@ -46,6 +47,7 @@ from cftune.reports import (
     write_retrieval_report,
     write_sts_report,
 )
+from cftune.runs import check_report_target, mark_report_folder
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +83,15 @@ def read_result(path: Path) -> StsResult:
     return StsResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
 
-def ignore_heavy_files(runs: Path) -> None:
-    """Models and checkpoints stay out of git, so a report folder can be committed as it is."""
-    runs.mkdir(parents=True, exist_ok=True)
-    write_atomic(runs / ".gitignore", "*\n")
+@contextlib.contextmanager
+def report_folder(out: Path, command: str) -> Iterator[None]:
+    """The report folder, for this job alone while it runs (a second reproduce or ablate into it is refused),
+    marked as cftune's; its runs/ (models and checkpoints) stays out of git, so it can be committed as it is."""
+    with FolderLock(out, "report folder"):
+        mark_report_folder(out, command)
+        (out / "runs").mkdir(exist_ok=True)
+        write_atomic(out / "runs" / ".gitignore", "*\n")
+        yield
 
 
 def base_embedder(config: TrainConfig, prompt: str | None = None):
@@ -126,7 +133,8 @@ def eval_stage(name: str, load: Callable, out: Path, *, tasks, data_dir, meta: d
             summary = json.loads((card_of / "train_summary.json").read_text(encoding="utf-8"))
             write_model_card_section(card_of, model_card_section(config, summary, result))
 
-    return Stage(name, out.with_suffix(".json").exists, run_eval)
+    # out.name + ".json", as write_sts_report names it: with_suffix would cut a name with a dot (lr=0.5)
+    return Stage(name, out.with_name(out.name + ".json").exists, run_eval)
 
 
 # --------------------------------------------------------------------------------------------- reproduce
@@ -154,8 +162,8 @@ def reproduce(out: str | Path, *, experiment: str = "cpu-small", models: list[st
     if retrieval:
         load_retrieval_set(retrieval)  # so does a bad search set
     out = Path(out)
+    check_report_target(out)  # before anything is read or written
     configs = reproduce_configs(experiment, models, data_dir, settings)
-    ignore_heavy_files(out / "runs")
     stages = []
     for model, config in configs.items():
         folder, run = out / slug(model), out / "runs" / slug(model)
@@ -173,8 +181,9 @@ def reproduce(out: str | Path, *, experiment: str = "cpu-small", models: list[st
                                        folder / "base"),
                        retrieval_stage(f"search with fine-tuned {model}", lambda r=run: trained_embedder(r),
                                        retrieval, folder / "tuned")]
-    run_stages(stages)
-    return write_reproduce_report(out, configs, experiment, command)
+    with report_folder(out, command):
+        run_stages(stages)
+        return write_reproduce_report(out, configs, experiment, command)
 
 
 def retrieval_stage(name: str, load: Callable, data: str, out: Path) -> Stage:
@@ -246,14 +255,13 @@ def ablate(out: str | Path, *, grid: dict[str, list[str]], steps: int, model: st
         raise ConfigError(f"--steps must be >= 1, got {steps}")
     parse_tasks(tasks)  # a mistyped task fails now, not after hours of training
     out = Path(out)
+    check_report_target(out)  # before anything is read or written
     overrides: dict[str, object] = {"max_steps": steps, "warmup_steps": max(1, steps // 10), "eval_steps": 0,
                                     "save_steps": steps, "logging_steps": max(1, steps // 20)}
     overrides |= {"model": model} if model else {}
     overrides |= {"data_dir": data_dir} if data_dir is not None else {}
     fixed = [*(f"{k}={v}" for k, v in overrides.items()), *(settings or [])]
     combos = ablation_configs(recipe, fixed, grid)
-    ignore_heavy_files(out / "runs")
-    first_config = next(iter(combos.values()))[1]
     # the untrained model, once per prompt in the grid: the reference that shows what training bought. It has
     # the recipe's design (with the fixed settings), not a grid point's: the model every point starts from.
     start = load_config(recipe, fixed)
@@ -268,8 +276,15 @@ def ablate(out: str | Path, *, grid: dict[str, list[str]], steps: int, model: st
         stages += [train_stage(config, run, name),
                    eval_stage(f"STS of {name}", lambda r=run: trained_embedder(r), out / "points" / slug(name),
                               tasks=tasks, data_dir=config.data_dir, meta={"model": name, "command": command})]
-    run_stages(stages)
+    with report_folder(out, command):
+        run_stages(stages)
+        return write_ablation_report(out, combos, base_points, grid, steps, tasks, command)
 
+
+def write_ablation_report(out: Path, combos: dict, base_points: dict[str, Path], grid: dict[str, list[str]],
+                          steps: int, tasks: str, command: str) -> Path:
+    """The table, the plots and the JSON of an ablation, from its stages' results on disk."""
+    first_config = next(iter(combos.values()))[1]
     rows = []
     for name, (point, _config) in combos.items():
         summary = json.loads((out / "runs" / slug(name) / "train_summary.json").read_text(encoding="utf-8"))
@@ -278,7 +293,7 @@ def ablate(out: str | Path, *, grid: dict[str, list[str]], steps: int, model: st
                      "train_seconds": summary["train_seconds"]})
     untrained = []
     for prompt, path in base_points.items():
-        result = read_result(path.with_suffix(".json"))
+        result = read_result(path.with_name(path.name + ".json"))
         untrained.append({"prompt": prompt, "scores": result.scores, "average": result.average})
     plots = [plot_ablation(rows, factor, out / f"ablation-{slug(factor)}.png", untrained) for factor in grid]
     report = {"command": command, "machine": machine(), "grid": grid, "steps": steps, "tasks": tasks,

