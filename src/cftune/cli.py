@@ -92,10 +92,10 @@ def _train(args: argparse.Namespace) -> None:
     from cftune.config import check_trackers_installed, load_config
     from cftune.data import check_training_inputs
     from cftune.runs import check_run_target
-    from cftune.sources import check_source
+    from cftune.sources import check_source, check_teacher
 
     flags = {"model": args.model, "data": args.data, "data_dir": args.data_dir, "max_steps": args.max_steps,
-             "prompt": args.prompt}
+             "prompt": args.prompt, "teacher": args.teacher, "teacher_prompt": args.teacher_prompt}
     overrides = [f"{key}={value}" for key, value in flags.items() if value is not None] + args.set
     config = load_config(args.config, overrides)
     check_trackers_installed(config.report_to)
@@ -103,10 +103,33 @@ def _train(args: argparse.Namespace) -> None:
     check_training_inputs(config.data, config.data_dir, skip_bad_rows=config.skip_bad_rows,
                           dev_set=config.eval_steps > 0)
     check_source(config.model)
+    if config.teacher:
+        check_teacher(config.teacher, config.teacher_prompt)
     from cftune.training import train
 
     out = train(config, args.out, resume=args.resume)
     print(f"trained model: {out}  (evaluate: cftune eval --model {out})")
+
+
+def _teacher_cache(args: argparse.Namespace) -> None:
+    from cftune.data import check_text_input, iter_texts, load_training_data
+    from cftune.sources import check_teacher
+
+    check_teacher(args.teacher, args.teacher_prompt)
+    for path in args.texts:
+        check_text_input(path, column=args.column)
+    texts = [t for column in load_training_data(args.data, args.data_dir).columns.values() for t in column] \
+        if args.data else []
+    texts += [row.text for path in args.texts for row in iter_texts(path, column=args.column)]
+    if not texts:
+        raise ConfigError("teacher-cache: nothing to embed; give --data and/or --texts")
+    from cftune.distill import Teacher, fill_cache
+
+    started = time.perf_counter()
+    cache = fill_cache(Teacher.of(args.teacher, args.teacher_prompt, args.precision), texts,
+                       batch_size=args.batch_size)
+    print(f"{len(set(texts))} texts in {cache.folder} ({len(cache.rows)} cached in all, "
+          f"{time.perf_counter() - started:.0f} s)")
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -329,9 +352,26 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--data-dir", help="local data folder (nli/*.csv, sts/STSBenchmark.dev.jsonl)")
     tr.add_argument("--prompt", help="none | eol | template with {text}")
     tr.add_argument("--max-steps", type=int_in(1))
+    tr.add_argument("--teacher", help="distil from this sentence-transformers model (alias, hub id or folder): "
+                                      "its vectors of the training texts, cached once (see teacher-cache)")
+    tr.add_argument("--teacher-prompt", help="one of the teacher's named prompts, e.g. STS for EmbeddingGemma")
     tr.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
     tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     tr.set_defaults(run=_train)
+
+    tc = commands.add_parser("teacher-cache", help="compute a distillation teacher's vectors once, ahead of train",
+                             description="Embed texts with a teacher into cftune's cache (by teacher weights, "
+                                         "prompt and text), resumable after a kill; train --teacher reuses them.")
+    tc.add_argument("--teacher", required=True, help="alias, hub id or sentence-transformers folder")
+    tc.add_argument("--teacher-prompt", help="one of the teacher's named prompts, e.g. STS")
+    tc.add_argument("--data", help="training data as train takes it: nli or a CSV/JSONL of anchor,positive[,negative]")
+    tc.add_argument("--data-dir", help="local data folder for --data nli")
+    tc.add_argument("--texts", action="append", default=[], metavar="FILE",
+                    help="more texts: .txt (a line each), .jsonl/.csv/.parquet with --column (repeatable)")
+    tc.add_argument("--column", default="text", help="the text column of --texts tables (default: text)")
+    tc.add_argument("--batch-size", type=int_in(1), default=32)
+    tc.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"))
+    tc.set_defaults(run=_teacher_cache)
 
     ex = commands.add_parser("export", help="a trained run -> standalone sentence-transformers folder")
     ex.add_argument("run_dir", help="run folder written by cftune train")

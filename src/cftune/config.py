@@ -20,6 +20,7 @@ POOLINGS = ("lasttoken", "mean", "weightedmean")
 ATTENTIONS = ("causal", "bidirectional")
 FINETUNES = ("lora", "full")
 PRECISIONS = ("auto", "float32", "bfloat16")  # auto: bf16 where the hardware has it natively
+DISTILL_LOSSES = ("cosine", "mse", "kl")  # see TrainConfig.distill_loss
 QUANTIZATIONS = ("int8",)  # inference only: int8 weights and per-token int8 activations (cftune.int8)
 
 
@@ -67,6 +68,17 @@ class TrainConfig:
     # MatryoshkaLoss: the loss also at these leading dimensions, so vectors cut to them still work (empty: off)
     matryoshka_dims: list[int] = field(default_factory=list)
     mini_batch_size: int = 16
+    # knowledge distillation (cftune.distill): a teacher, any sentence-transformers model (alias, hub id or
+    # folder), whose vectors of the training texts are computed once and cached on disk. None: no teacher.
+    teacher: str | None = None
+    teacher_prompt: str | None = None  # one of the teacher's named prompts, e.g. EmbeddingGemma's "STS"
+    # cosine | mse: the student's vector (through a linear map fitted to the teacher's space, saved as a Dense
+    # module, when the sizes differ) against the teacher's; kl: the student's in-batch similarity distribution
+    # against the teacher's, at distill_temperature (no map needed)
+    distill_loss: str = "cosine"
+    distill_weight: float = 1.0
+    contrastive_weight: float = 1.0  # the InfoNCE loss on the labelled columns beside it (0: distillation only)
+    distill_temperature: float = 0.05
     # optimisation (AdamW, cosine schedule with warmup)
     batch_size: int = 32  # triplets per device per step
     learning_rate: float = 5e-5
@@ -198,6 +210,10 @@ CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("save_steps", lambda v: v >= 1, ">= 1"),
     ("logging_steps", lambda v: v >= 1, ">= 1"),
     ("report_to", lambda v: set(v) <= set(TRACKERS), "a list of " + ", ".join(TRACKERS)),
+    ("distill_loss", lambda v: v in DISTILL_LOSSES, " or ".join(DISTILL_LOSSES)),
+    ("distill_weight", _finite(lambda v: v >= 0), ">= 0"),
+    ("contrastive_weight", _finite(lambda v: v >= 0), ">= 0"),
+    ("distill_temperature", _finite(lambda v: v > 0), "> 0"),
 ]
 
 
@@ -225,6 +241,11 @@ def validate(config: TrainConfig, origins: dict[str, str] | None = None) -> Trai
             fail(name, f"must be {must}, got {value!r}")
     if not config.include_prompt and (problem := prompt_exclusion_problem(config.prompt, config.pooling)):
         fail("include_prompt", problem)
+    if config.teacher:
+        if config.gradient_cache or config.matryoshka_dims:
+            fail("teacher", "distillation does not combine with gradient_cache or matryoshka_dims yet")
+        if config.distill_weight == 0 and config.contrastive_weight == 0:
+            fail("distill_weight", "and contrastive_weight are both 0: nothing to train on")
     # the best checkpoint is chosen among saved ones, so saves must fall on dev evaluations (transformers
     # refuses this too, but only once the model is loaded)
     if config.eval_steps and config.save_steps % config.eval_steps:

@@ -144,3 +144,31 @@ def is_sentence_transformers_model(source: str) -> bool:
     return True
 
 
+def named_prompts_of(folder: Path) -> dict[str, str]:
+    """A sentence-transformers folder's named prompts, read from its config (no model load)."""
+    import json
+
+    try:
+        path = folder / "config_sentence_transformers.json"
+        return dict(json.loads(path.read_text(encoding="utf-8")).get("prompts") or {})
+    except (OSError, ValueError):
+        return {}
+
+
+def check_teacher(name: str, prompt_name: str | None) -> None:
+    """A distillation teacher that exists and has the named prompt asked for, checked before any work."""
+    from cftune.errors import ConfigError
+
+    source, _ = check_source(name)
+    if Path(source).is_dir():
+        prompts = named_prompts_of(Path(source))
+    else:  # a hub id, there (check_source asked): its prompts come with its sentence-transformers config
+        from huggingface_hub import hf_hub_download
+
+        try:
+            prompts = named_prompts_of(Path(hf_hub_download(source, "config_sentence_transformers.json")).parent)
+        except Exception:  # noqa: BLE001 - a model without that file has no named prompts
+            prompts = {}
+    if prompt_name is not None and prompt_name not in prompts:
+        raise ConfigError(f"teacher_prompt: {name} has no prompt {prompt_name!r}; its prompts: "
+                          + (", ".join(prompts) or "none"))

@@ -58,13 +58,14 @@ from cftune.runs import (
     mark_run_folder,
     write_manifest,
 )
+from cftune.sources import check_teacher
 
 log = logging.getLogger(__name__)
 DEV_NAME = "sts-dev"
 DEV_METRIC = f"eval_{DEV_NAME}_spearman_cosine"
 
 
-def build_loss(model, config: TrainConfig, world_size: int = 1):
+def build_loss(model, config: TrainConfig, world_size: int = 1, distillation=None):
     """InfoNCE with temperature T is cross-entropy over cosine / T: MNRL with scale = 1 / T.
 
     Hard negatives are the dataset's third column (drop it to switch them off); penalising hard negatives
@@ -87,6 +88,11 @@ def build_loss(model, config: TrainConfig, world_size: int = 1):
         loss = CachedMultipleNegativesRankingLoss(model, mini_batch_size=config.mini_batch_size, **kwargs)
     else:
         loss = MultipleNegativesRankingLoss(model, **kwargs)
+    if distillation is not None:  # a teacher: its loss beside InfoNCE (cftune.distill)
+        from cftune.distill import DistillationLoss
+
+        return DistillationLoss(model, loss if config.contrastive_weight else None, config, distillation.vectors,
+                                distillation.teacher_rows)
     if not config.matryoshka_dims:
         return loss
     full = model.get_embedding_dimension()
@@ -280,6 +286,8 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
                           f"rows), fewer than one batch: batch_size={config.batch_size}"
                           + (f" x {world_size} processes" if world_size > 1 else ""))
     dev = load_sts_dev(config.data_dir) if config.eval_steps > 0 else None  # short runs skip the dev set
+    if config.teacher:
+        check_teacher(config.teacher, config.teacher_prompt)
     one_writer = FolderLock(out) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
     with one_writer:
         try:
@@ -306,6 +314,15 @@ def _train_in(out: Path, config: TrainConfig, resume: bool, triplets, train_data
     else:
         (out / "train_log.jsonl").unlink(missing_ok=True)
     write_atomic(out / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    distillation, teacher_seconds = None, 0.0
+    if config.teacher:
+        from cftune import distill
+
+        started = time.perf_counter()
+        columns = {name: train_dataset[name] for name in train_dataset.column_names}
+        distillation = distill.prepare(config, columns)
+        teacher_seconds = time.perf_counter() - started
+        train_dataset = train_dataset.add_column("label", list(range(len(train_dataset))))  # row -> its vectors
     log.info("training on %d rows of %s (columns %s)", len(train_dataset), triplets.source,
              train_dataset.column_names)
 
@@ -315,7 +332,11 @@ def _train_in(out: Path, config: TrainConfig, resume: bool, triplets, train_data
                           include_prompt=config.include_prompt)
     model.max_seq_length = config.max_length
     model.model_card_data.add_tags("cftune")
-    column_prompts = search_prompts(model, config, train_dataset.column_names)
+    text_columns = [name for name in train_dataset.column_names if name != "label"]
+    column_prompts = search_prompts(model, config, text_columns)
+    projection = False  # a fitted map into the teacher's space, for embedding distillation across sizes
+    if distillation is not None:
+        projection = distill.add_projection(model, distillation, {c: train_dataset[c] for c in text_columns}, config)
     if config.finetune == "full":
         freeze_token_embeddings(model)
     else:
@@ -323,7 +344,7 @@ def _train_in(out: Path, config: TrainConfig, resume: bool, triplets, train_data
     mntp: dict = {}
     if config.mntp_steps and checkpoint is None:  # a resumed run's checkpoint already holds the warmed-up weights
         started = time.perf_counter()
-        texts = list(dict.fromkeys(t for column in train_dataset.column_names for t in train_dataset[column]))
+        texts = list(dict.fromkeys(t for column in text_columns for t in train_dataset[column]))
         losses = mntp_warmup(model, texts, config)
         mntp = {"mntp_first_loss": round(losses[0], 4), "mntp_last_loss": round(losses[-1], 4),
                 "mntp_seconds": round(time.perf_counter() - started, 1)}
@@ -363,7 +384,7 @@ def _train_in(out: Path, config: TrainConfig, resume: bool, triplets, train_data
     )
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=train_dataset,
-        loss=build_loss(model, config, args.world_size), evaluator=evaluator,
+        loss=build_loss(model, config, args.world_size, distillation), evaluator=evaluator,
         callbacks=[JsonLogCallback(out / "train_log.jsonl"), EtaCallback(), ManifestCallback(), *callbacks],
     )
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -382,7 +403,9 @@ def _train_in(out: Path, config: TrainConfig, resume: bool, triplets, train_data
                    # of this invocation only: a resumed run's earlier part is not counted
                    "train_seconds": round(seconds, 1), "resumed_from": resume_from, "machine": machine(),
                    "finetune": config.finetune, "trainable_parameters": trainable,
-                   "peak_rss_gib": round(peak_rss_gib(), 2), **mntp}
+                   "peak_rss_gib": round(peak_rss_gib(), 2), **mntp,
+                   **({"teacher": config.teacher, "teacher_seconds": round(teacher_seconds, 1),
+                       "projection": projection} if config.teacher else {})}
         write_atomic(out / "train_summary.json", json.dumps(summary, indent=2) + "\n")
         write_model_card_section(out, model_card_section(config_to_dict(config), summary))
     return out

@@ -1,0 +1,220 @@
+"""Distillation: the teacher cache (once per text, resumable after a kill), the losses by hand, a student with a
+projection into the teacher's space, and bad teacher settings."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer
+
+from cftune import load_embedder
+from cftune.cli import main
+from cftune.config import load_config
+from cftune.distill import DistillationLoss, Teacher, fill_cache
+from cftune.models import encode
+from cftune.training import train
+from conftest import CORPUS, TRIPLETS
+
+
+@pytest.fixture(scope="module")
+def teacher_folder(tiny_models, tmp_path_factory):
+    """A sentence-transformers teacher of another size than the tiny students (24 numbers, theirs are 32), with
+    a named prompt, as EmbeddingGemma has."""
+    from sentence_transformers.base.modules import Dense, Transformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
+
+    torch.manual_seed(1)
+    body = Transformer(str(tiny_models["bert"]))
+    modules = [body, Pooling(32, pooling_mode="mean"), Dense(32, 24, activation_function=torch.nn.Identity()),
+               Normalize()]
+    teacher = SentenceTransformer(modules=modules, prompts={"STS": "similar: "})
+    folder = tmp_path_factory.mktemp("teacher")
+    teacher.save(str(folder))
+    return folder
+
+
+class CountingTeacher:
+    """Loads the teacher and records every text it is asked to embed."""
+
+    def __init__(self, teacher: Teacher):
+        self.teacher, self.loads, self.texts = teacher, 0, []
+
+    def __call__(self):
+        self.loads += 1
+        model = self.teacher.load()
+        encode_texts = model.encode
+
+        def counting_encode(texts, **kwargs):
+            self.texts += list(texts)
+            return encode_texts(texts, **kwargs)
+
+        model.encode = counting_encode
+        return model
+
+
+def test_the_teacher_embeds_each_distinct_text_once_ever(teacher_folder):
+    teacher = Teacher.of(str(teacher_folder), "STS", "float32")
+    texts = CORPUS + CORPUS[:3]  # 7 distinct texts, each several times
+    first = CountingTeacher(teacher)
+    cache = fill_cache(teacher, texts, chunk=3, load=first)
+    assert first.loads == 1 and sorted(first.texts) == sorted(set(texts))
+    expected = encode(load_embedder(str(teacher_folder)), sorted(set(texts)), precision="float32",
+                      prompt_name="STS").numpy()
+    np.testing.assert_allclose(cache.matrix()[cache.row_of(sorted(set(texts)))], expected, atol=1e-5)
+
+    again = CountingTeacher(teacher)
+    fill_cache(teacher, list(reversed(texts)), load=again)  # another run, another student: all cached
+    assert again.loads == 0 and again.texts == []
+    more = CountingTeacher(teacher)
+    fill_cache(teacher, [*texts, "A new sentence."], load=more)
+    assert more.texts == ["A new sentence."]
+
+
+def test_the_cache_is_keyed_by_the_teachers_prompt(teacher_folder):
+    with_prompt = Teacher.of(str(teacher_folder), "STS", "float32").cache().folder
+    assert with_prompt != Teacher.of(str(teacher_folder), None, "float32").cache().folder
+
+
+KILLED_FILL = """
+import sys, time
+from cftune import distill
+from cftune.distill import Teacher, fill_cache
+
+appended = distill.TeacherCache.append
+def slow_append(self, texts, vectors):
+    appended(self, texts, vectors)
+    print("chunk", flush=True)
+    time.sleep(30)
+distill.TeacherCache.append = slow_append
+fill_cache(Teacher.of(sys.argv[1], "STS", "float32"), sys.argv[2:], chunk=2)
+"""
+
+
+def test_a_kill_while_caching_loses_at_most_a_batch_and_the_rerun_completes_it(teacher_folder, tmp_path,
+                                                                              monkeypatch):
+    texts = [f"sentence number {i} about {w}" for i, w in enumerate(CORPUS)]
+    monkeypatch.setenv("CFTUNE_CACHE", str(tmp_path / "straight"))
+    teacher = Teacher.of(str(teacher_folder), "STS", "float32")
+    straight = fill_cache(teacher, texts, chunk=2)
+
+    monkeypatch.setenv("CFTUNE_CACHE", str(tmp_path / "killed"))
+    env = {**os.environ, "CFTUNE_CACHE": str(tmp_path / "killed")}
+    process = subprocess.Popen([sys.executable, "-c", KILLED_FILL, str(teacher_folder), *texts], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert process.stdout.readline() == "chunk\n" and process.stdout.readline() == "chunk\n"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    cache = teacher.cache()
+    assert len(cache.rows) == 4  # the two chunks written before the kill
+    with cache.vectors_path.open("ab") as handle:  # and what a kill inside the next append would leave
+        handle.write(b"\0" * 50)
+    with cache.index_path.open("ab") as handle:
+        handle.write(b"0123456789")
+    counting = CountingTeacher(teacher)
+    resumed = fill_cache(teacher, texts, chunk=2, load=counting)
+    assert len(counting.texts) == len(set(texts)) - 4  # only what was missing
+    np.testing.assert_allclose(resumed.matrix()[resumed.row_of(texts)], straight.matrix()[straight.row_of(texts)],
+                               atol=1e-6)
+    assert resumed.index_path.stat().st_size == 41 * len(set(texts))
+
+
+# --------------------------------------------------------------------------------------------- losses
+
+
+def unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def softmax_rows(logits):
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("kind", ["cosine", "mse", "kl"])
+def test_the_losses_equal_a_hand_computation(kind):
+    """contrastive_weight * InfoNCE + distill_weight * distillation, on fixed vectors, against numpy."""
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    rng = np.random.default_rng(0)
+    rows_s = [rng.normal(size=(3, 4)) for _ in range(3)]  # student: anchor, positive, negative columns of 3 rows
+    rows_t = [rng.normal(size=(3, 4)) for _ in range(3)]  # teacher, the same texts
+    order = np.array([2, 0, 1])  # a batch of rows 2, 0, 1: the teacher's vectors must come in that order
+    s, t = [x[order] for x in rows_s], [x[order] for x in rows_t]
+    candidates = unit(np.concatenate(s[1:]))
+    scores = unit(s[0]) @ candidates.T * 20.0  # InfoNCE at T = 0.05: row i's positive is candidate i
+    infonce = -np.mean(np.log(softmax_rows(scores)[np.arange(3), np.arange(3)]))
+    if kind == "cosine":
+        distill = np.mean([np.mean(1 - np.sum(unit(s[c]) * unit(t[c]), axis=1)) for c in range(3)])
+    elif kind == "mse":
+        distill = np.mean([np.mean((s[c] - t[c]) ** 2) for c in range(3)])
+    else:
+        student_logits = unit(s[0]) @ candidates.T / 0.1
+        p = softmax_rows(unit(t[0]) @ unit(np.concatenate(t[1:])).T / 0.1)
+        log_q = np.log(softmax_rows(student_logits))
+        distill = np.sum(p * (np.log(p) - log_q)) / 3 * 0.1**2
+
+    class Student(torch.nn.Module):  # the model a loss is given; these losses read its device only
+        device = torch.device("cpu")
+
+    config = load_config(overrides={"teacher": "t", "distill_loss": kind, "distill_weight": 0.5,
+                                    "contrastive_weight": 2.0, "distill_temperature": 0.1})
+    cache = np.concatenate(rows_t).astype(np.float32)  # cache rows: column c of row i is row 3c + i
+    rows = np.array([[i, 3 + i, 6 + i] for i in range(3)])
+    loss = DistillationLoss(Student(), MultipleNegativesRankingLoss(Student(), scale=20.0), config, cache, rows)
+    student = [torch.tensor(x, dtype=torch.float32) for x in s]
+    total = float(loss.compute_loss_from_embeddings(student, torch.from_numpy(order)))
+    assert total == pytest.approx(2.0 * infonce + 0.5 * distill, rel=1e-4)
+
+
+# --------------------------------------------------------------------------------------------- a student
+
+
+def teacher_cosine(model, teacher_folder, texts) -> float:
+    teacher = encode(load_embedder(str(teacher_folder)), texts, precision="float32", prompt_name="STS")
+    return float(torch.nn.functional.cosine_similarity(encode(model, texts, precision="float32"), teacher).mean())
+
+
+def test_a_student_learns_the_teachers_space_and_saves_its_map(tiny_models, nli_dir, teacher_folder, tmp_path):
+    from cftune import distill
+
+    settings = {"model": str(tiny_models["llama"]), "data_dir": str(nli_dir), "prompt": "eol", "teacher":
+                str(teacher_folder), "teacher_prompt": "STS", "contrastive_weight": 0, "batch_size": 8,
+                "max_steps": 24, "warmup_steps": 1, "learning_rate": 1e-3, "eval_steps": 0, "save_steps": 24, "logging_steps": 1,
+                "precision": "float32", "lora.dropout": 0.0, "lora.target_modules": "all-linear"}
+    config = load_config(overrides=settings)
+    texts = [t for row in TRIPLETS for t in row]
+    # before: the untrained student with the map training starts from (fitted by ridge regression)
+    before = load_embedder(config.model, prompt="eol")
+    columns = {"anchor": [a for a, _, _ in TRIPLETS], "positive": [p for _, p, _ in TRIPLETS],
+               "negative": [n for _, _, n in TRIPLETS]}
+    assert distill.add_projection(before, distill.prepare(config, columns), columns, config)
+    run = train(config, tmp_path / "run")
+
+    plain = SentenceTransformer(str(run))  # a plain sentence-transformers load: the map is part of the model
+    assert plain.get_embedding_dimension() == 24 == plain.encode(["A man."]).shape[1]
+    ours = load_embedder(str(run), inference=True, precision="float32")
+    np.testing.assert_allclose(plain.encode(texts), encode(ours, texts, precision="float32").numpy(), atol=1e-4)
+    trained, fitted = teacher_cosine(ours, teacher_folder, texts), teacher_cosine(before, teacher_folder, texts)
+    assert 1 - trained < 0.8 * (1 - fitted), (fitted, trained)  # a fifth of the way left to the teacher, at least
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["projection"] is True and summary["teacher"] == str(teacher_folder)
+
+
+def test_bad_teacher_settings_are_one_line_before_any_work(tiny_models, nli_dir, teacher_folder, tmp_path, capsys):
+    argv = ["train", "--model", str(tiny_models["llama"]), "--data-dir", str(nli_dir), "--out", str(tmp_path / "r")]
+    for settings, message in [(["teacher=org/no-such-teacher"], "'org/no-such-teacher' is not in the local"),
+                              (["teacher=nosuch"], "unknown model 'nosuch'"),
+                              ([f"teacher={teacher_folder}", "teacher_prompt=Retrieval"],
+                               "teacher_prompt: .* has no prompt 'Retrieval'; its prompts: STS"),
+                              (["teacher=minilm-l6", "gradient_cache=true"], "teacher: distillation does not"),
+                              (["teacher=minilm-l6", "distill_loss=l1"], "distill_loss: must be cosine or mse")]:
+        assert main([*argv, *(arg for s in settings for arg in ("--set", s))]) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and re.search(message, error), error
+    assert not (tmp_path / "r").exists()  # nothing written
