@@ -185,8 +185,8 @@ def test_a_student_learns_the_teachers_space_and_saves_its_map(tiny_models, nli_
 
     settings = {"model": str(tiny_models["llama"]), "data_dir": str(nli_dir), "prompt": "eol", "teacher":
                 str(teacher_folder), "teacher_prompt": "STS", "contrastive_weight": 0, "batch_size": 8,
-                "max_steps": 24, "warmup_steps": 1, "learning_rate": 1e-3, "eval_steps": 0, "save_steps": 24, "logging_steps": 1,
-                "precision": "float32", "lora.dropout": 0.0, "lora.target_modules": "all-linear"}
+                "max_steps": 24, "warmup_steps": 1, "learning_rate": 1e-3, "eval_steps": 0, "save_steps": 24,
+                "logging_steps": 1, "precision": "float32", "lora.dropout": 0.0, "lora.target_modules": "all-linear"}
     config = load_config(overrides=settings)
     texts = [t for row in TRIPLETS for t in row]
     # before: the untrained student with the map training starts from (fitted by ridge regression)

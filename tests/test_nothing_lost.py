@@ -429,3 +429,13 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_the_run_resumes(tiny_mo
     train(tiny_config(tiny_models, nli_dir), run, resume=True)  # the half-written checkpoint-8 is skipped
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["steps"] == 12 and summary["resumed_from"].endswith("checkpoint-4")
+
+
+def test_text_settings_keep_their_spaces_from_set_yaml_and_flags(tmp_path):
+    """--set query_prompt="query: " must not become "query:" (the model would read "query:What ...")."""
+    assert load_config(overrides=["query_prompt=query: ", "document_prompt=passage: "]).query_prompt == "query: "
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text('query_prompt: "query: "\nmax_steps: 5\n')
+    config = load_config(recipe, [" max_steps = 7 ", "hard_negatives= false"])  # numbers and flags: spaces go
+    assert (config.query_prompt, config.max_steps, config.hard_negatives) == ("query: ", 7, False)
+    assert yaml.safe_load(yaml.safe_dump(config_to_dict(config)))["query_prompt"] == "query: "

@@ -106,6 +106,8 @@ def _coerce(value: str | object, kind, key: str):
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
             return None
         kind = next(a for a in origin_args if a is not type(None))
+    if isinstance(value, str) and kind is not str:
+        value = value.strip()  # " 5", "true " from --set; a text setting keeps its spaces
     if typing.get_origin(kind) is list:
         # a YAML list, or "640,256,128"; "+" also separates, so that one --grid level can hold a list
         items = value if isinstance(value, list) else [v for v in re.split(r"[,+\s]+", str(value)) if v]
@@ -295,7 +297,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set expects key=value, got {item!r}")
-        pairs.append((key.strip(), value.strip()))
+        pairs.append((key.strip(), value))  # a text keeps its spaces ("query: "); _coerce strips the rest
     for key, value in pairs:
         for name in _apply(config, key, value):
             origins.pop(name, None)  # no longer the file's value
