@@ -1,5 +1,6 @@
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -134,6 +135,17 @@ def test_retrieval_finds_the_identical_document_and_scores_a_wrong_judgement_low
                  "--precision", "float32", "--out", str(out)]) == 0
     saved = json.loads((tmp_path / "res.retrieval.json").read_text())
     assert saved["scores"]["nDCG@10"] == pytest.approx(100) and "| MRR@10 | 100.00 |" in capsys.readouterr().out
+
+    # --dim cuts the vectors for search too: at one number, every cosine is +-1 and the ranking falls apart
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    for out, dim in ((full, []), (cut, ["--dim", "1"])):
+        assert main(["eval", "--model", "minilm-l6", "--tasks", "none", "--retrieval", str(wrong), *dim,
+                     "--precision", "float32", "--out", str(out)]) == 0
+    full_scores, cut_scores = (json.loads(Path(f"{o}.retrieval.json").read_text()) for o in (full, cut))
+    assert cut_scores["meta"]["dimension"] == 1 and cut_scores["scores"] != full_scores["scores"]
+    capsys.readouterr()
+    assert main(["eval", "--tasks", "none", "--retrieval", str(wrong), "--dim", "8,16"]) == 2
+    assert "--dim with --retrieval takes one vector length" in capsys.readouterr().err
 
 
 def test_bad_retrieval_files_are_named_before_the_model_loads(tmp_path, capsys, monkeypatch):

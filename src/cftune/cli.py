@@ -25,6 +25,8 @@ def _eval(args: argparse.Namespace) -> None:
     if args.retrieval:
         load_retrieval_set(args.retrieval)  # so does a bad retrieval file (it is read again, cheaply, later)
     dimensions = parse_dimensions(args.dim) or [None]
+    if args.retrieval and len(dimensions) > 1:
+        raise ConfigError("--dim with --retrieval takes one vector length (search is scored at one length)")
     if args.out:  # the files the reports will write
         suffixes = [".json", ".md"] + ([".png"] if len(dimensions) > 1 else []) if sts else []
         for suffix in suffixes + ([".retrieval.json", ".retrieval.md"] if args.retrieval else []):
@@ -34,17 +36,19 @@ def _eval(args: argparse.Namespace) -> None:
     if sts:
         _eval_sts(args, model, dimensions)
     if args.retrieval:
-        _eval_retrieval(args, model)
+        _eval_retrieval(args, model, dimensions[0])
 
 
-def _eval_retrieval(args: argparse.Namespace, model) -> None:
+def _eval_retrieval(args: argparse.Namespace, model, dimension: int | None) -> None:
     from cftune.evaluation import evaluate_retrieval
     from cftune.io import machine
+    from cftune.models import set_output_dimension
     from cftune.reports import retrieval_table, write_retrieval_report
 
+    set_output_dimension(model, dimension)  # the vectors cut to their first N numbers (Matryoshka models)
     result = evaluate_retrieval(model, args.retrieval, batch_size=args.batch_size, precision=args.precision)
     result.meta = {"model": args.model + (f" + adapter {args.adapter}" if args.adapter else ""),
-                   "command": args.command_line, "machine": machine()}
+                   "command": args.command_line, "machine": machine(), "dimension": dimension}
     print(retrieval_table(result))
     for path in write_retrieval_report(result, args.out) if args.out else ():
         print(f"wrote {path}")
