@@ -18,7 +18,7 @@ The losses (sentence-transformers' where it has them):
                   map to the teacher's space, a sentence-transformers Dense module saved with the model and
                   fitted by ridge regression before training (a random map would pull a good student apart).
     kl            the student's in-batch similarity distribution (each anchor against every candidate of the
-                  batch) matched to the teacher's, KL at a temperature (as DistillKLDivLoss does per row).
+                  batch) matched to the teacher's, KL at InfoNCE's temperature (DistillKLDivLoss does it per row).
 Either is added to the InfoNCE loss on the labelled columns: contrastive_weight * InfoNCE + distill_weight *
 distillation, from one forward pass.
 """
@@ -231,8 +231,11 @@ def fill_cache(teacher: Teacher, texts: list[str], *, batch_size: int = 32, chun
 
 def in_batch_kl(student: list[torch.Tensor], teacher: list[torch.Tensor], temperature: float) -> torch.Tensor:
     """KL(teacher || student) of each anchor's similarity distribution over every candidate in the batch
-    (all positives and negatives), cosine / temperature; scaled by temperature^2 as Hinton et al. (2015) do, so
-    the gradient's size does not depend on it."""
+    (all positives and negatives), cosine / temperature: on the logits InfoNCE uses, so of its size.
+
+    Not scaled by temperature^2 (Hinton et al. 2015; DistillKLDivLoss): that keeps a soft (T > 1) target's
+    gradient in size; at InfoNCE's T = 0.05 it shrank the term 400-fold, and training was the same as
+    without a teacher (results/distill)."""
     def scores(columns: list[torch.Tensor]) -> torch.Tensor:
         anchors = torch.nn.functional.normalize(columns[0], dim=-1)
         candidates = torch.nn.functional.normalize(torch.cat(columns[1:]), dim=-1)
@@ -240,7 +243,7 @@ def in_batch_kl(student: list[torch.Tensor], teacher: list[torch.Tensor], temper
 
     target = torch.softmax(scores(teacher).float(), dim=1)
     log_probs = torch.log_softmax(scores(student).float(), dim=1)
-    return torch.nn.functional.kl_div(log_probs, target, reduction="batchmean") * temperature**2
+    return torch.nn.functional.kl_div(log_probs, target, reduction="batchmean")
 
 
 class DistillationLoss(torch.nn.Module):
