@@ -218,3 +218,18 @@ def test_bad_teacher_settings_are_one_line_before_any_work(tiny_models, nli_dir,
         error = capsys.readouterr().err
         assert error.count("\n") == 1 and re.search(message, error), error
     assert not (tmp_path / "r").exists()  # nothing written
+
+
+def test_teacher_cache_command_fills_the_cache_train_then_reuses(teacher_folder, nli_dir, tmp_path, capsys):
+    texts = tmp_path / "more.txt"
+    texts.write_text("A sentence of its own.\nAnother one.\n")
+    argv = ["teacher-cache", "--teacher", str(teacher_folder), "--teacher-prompt", "STS", "--data", "nli",
+            "--data-dir", str(nli_dir), "--texts", str(texts), "--precision", "float32"]
+    assert main(argv) == 0
+    distinct = len({t for row in TRIPLETS for t in row}) + 2
+    assert capsys.readouterr().out.startswith(f"{distinct} texts in ")
+    cache = Teacher.of(str(teacher_folder), "STS", "float32").cache()
+    assert len(cache.rows) == distinct and cache.matrix().shape == (distinct, 24)
+    counting = CountingTeacher(Teacher.of(str(teacher_folder), "STS", "float32"))
+    fill_cache(Teacher.of(str(teacher_folder), "STS", "float32"), [t for row in TRIPLETS for t in row], load=counting)
+    assert counting.loads == 0  # what train --teacher will ask for is there

@@ -53,17 +53,14 @@ def hub_stand_in():
     return app
 
 
-@pytest.fixture
-def hub():
+def serve_app(app):
     import uvicorn
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = hub_stand_in()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
+    threading.Thread(target=server.run, daemon=True).start()
     url = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
@@ -71,9 +68,15 @@ def hub():
             break
         except httpx.TransportError:
             time.sleep(0.05)
+    return url, server
+
+
+@pytest.fixture
+def hub():
+    app = hub_stand_in()
+    url, server = serve_app(app)
     yield url, app.state
     server.should_exit = True
-    thread.join(timeout=10)
 
 
 def test_push_uploads_the_model_but_not_the_checkpoints(tiny_models, tmp_path, hub, monkeypatch, capsys):
@@ -126,24 +129,6 @@ def hub_with_models(models: dict[str, dict]):
         return Response(b"" if request.method == "HEAD" else body, headers=headers)
 
     return app
-
-
-def serve_app(app):
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            httpx.get(url)
-            break
-        except httpx.TransportError:
-            time.sleep(0.05)
-    return url, server
 
 
 def test_a_mistyped_hub_id_is_one_line_at_once_and_a_real_one_passes(tmp_path):
