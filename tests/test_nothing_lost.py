@@ -369,6 +369,8 @@ def test_train_never_writes_into_a_folder_it_did_not_make(tiny_models, nli_dir, 
         assert "is a file, not a folder" in error or "did not write" in error or "no modules.json" in error, error
 
     run = tmp_path / "run"  # a run cftune made is its own: trained, then trained again with --resume
+    run.mkdir()
+    (run / ".cftune.lock").write_text("process 1\n")  # all a start killed before its first file leaves
     assert main(["train", *argv, "--out", str(run)]) == 0
     assert (run / "cftune_run.json").is_file()
     assert main(["train", *argv, "--out", str(run), "--resume"]) == 0

@@ -25,6 +25,7 @@ from cftune.errors import DiskFullError, OutputPathError, RunBusyError
 
 TEMP_MARK = ".cftune-tmp-"  # .{target name}.cftune-tmp-{pid}[.ids|.raw]: the name says whose and for what
 TEMP_SUFFIXES = (".ids", ".raw")  # embed's side files
+LOCK_NAME = ".cftune.lock"  # in a folder one process writes at a time (FolderLock)
 
 
 def temp_path(target: Path, suffix: str = "") -> Path:
@@ -158,7 +159,8 @@ def check_output_folder(folder: str | os.PathLike, *, ours: Callable[[Path], boo
         raise OutputPathError(f"{what} {folder}: is a file, not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputPathError(f"{what} {folder}: folder is not writable")
-    entries = sorted(p.name for p in folder.iterdir())
+    # cftune's own bookkeeping (a lock, a temp file of a killed write) does not make a folder someone else's
+    entries = sorted(p.name for p in folder.iterdir() if p.name != LOCK_NAME and TEMP_MARK not in p.name)
     if entries and not ours(folder):
         shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
         raise OutputPathError(f"{what} {folder}: holds files cftune did not write ({shown}); {advice}")
@@ -172,8 +174,6 @@ def write_marker(folder: Path, name: str, content: dict) -> None:
 
 
 # --------------------------------------------------------------------------------------------- one writer
-
-LOCK_NAME = ".cftune.lock"
 
 
 class FolderLock:
