@@ -58,7 +58,8 @@ class CountingTeacher:
         return model
 
 
-def test_the_teacher_embeds_each_distinct_text_once_ever(teacher_folder):
+def test_the_teacher_embeds_each_distinct_text_once_ever(teacher_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("CFTUNE_CACHE", str(tmp_path / "cache"))
     teacher = Teacher.of(str(teacher_folder), "STS", "float32")
     texts = CORPUS + CORPUS[:3]  # 7 distinct texts, each several times
     first = CountingTeacher(teacher)
@@ -220,7 +221,9 @@ def test_bad_teacher_settings_are_one_line_before_any_work(tiny_models, nli_dir,
     assert not (tmp_path / "r").exists()  # nothing written
 
 
-def test_teacher_cache_command_fills_the_cache_train_then_reuses(teacher_folder, nli_dir, tmp_path, capsys):
+def test_teacher_cache_command_fills_the_cache_train_then_reuses(teacher_folder, nli_dir, tmp_path, capsys,
+                                                                  monkeypatch):
+    monkeypatch.setenv("CFTUNE_CACHE", str(tmp_path / "cache"))  # this test's own: others fill the session's
     texts = tmp_path / "more.txt"
     texts.write_text("A sentence of its own.\nAnother one.\n")
     argv = ["teacher-cache", "--teacher", str(teacher_folder), "--teacher-prompt", "STS", "--data", "nli",
