@@ -3,7 +3,7 @@
 #               quick version (gemma3-270m: STS of the base model, a short LoRA fine-tuning, STS of the result on
 #               3 STS tasks, report with plots). `make reproduce` runs the full one (all 9 tasks, hours).
 #   make check  creates .venv, installs cftune, runs the linters and every test (what CI runs)
-#   make test   the fast tier for iterating: every test but those marked slow (under 2 min on 2 cores)
+#   make test   the fast tier for iterating: every test but those marked slow (about 3 min on 2 cores)
 PYTHON ?= python3
 VENV ?= .venv
 DATA_DIR ?= ../shared/data
