@@ -293,7 +293,8 @@ def check_model_arguments(args: argparse.Namespace) -> None:
 def print_skipped(skipped: list[str], shown: int = 20) -> None:
     """Every row a command left out, by file and line (the first ``shown``, then how many more)."""
     if skipped:
-        print(f"skipped {len(skipped)} bad rows:", *skipped[:shown], sep="\n  ", file=sys.stderr)
+        print(f"skipped {len(skipped)} bad row{'s' if len(skipped) != 1 else ''}:", *skipped[:shown], sep="\n  ",
+              file=sys.stderr)
         if len(skipped) > shown:
             print(f"  ... and {len(skipped) - shown} more", file=sys.stderr)
 
