@@ -94,7 +94,11 @@ def test_embeddings_match_encode_as_floats_and_base64(server, expected):
         assert len(d["embedding"]) == 8
         np.testing.assert_allclose(d["embedding"], unit(expected[text][:8]), atol=1e-5)
 
-    assert httpx.get(f"{server}/v1/models").json()["data"][0]["id"] == "tiny"
+    listed = httpx.get(f"{server}/v1/models").json()["data"][0]
+    assert listed["id"] == "tiny" and listed["object"] == "model" and abs(listed["created"] - time.time()) < 3600
+    assert httpx.get(f"{server}/v1/models/tiny").json() == listed  # OpenAI's retrieve-a-model
+    missing = httpx.get(f"{server}/v1/models/gpt-4")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
     assert httpx.get(f"{server}/health").json()["status"] == "ok"
 
 
@@ -149,7 +153,8 @@ def test_api_key_is_required_on_every_request(tiny_models, monkeypatch):
     monkeypatch.setenv("CFTUNE_API_KEY", "s3cret")
     process, url = start_server(str(tiny_models["bert"]))
     try:
-        for method, path in [("get", "/health"), ("get", "/v1/models"), ("post", "/v1/embeddings")]:
+        assert httpx.get(f"{url}/health").status_code == 200  # open: a load balancer's probe has no key
+        for method, path in [("get", "/v1/models"), ("get", "/v1/models/x"), ("post", "/v1/embeddings")]:
             reply = getattr(httpx, method)(f"{url}{path}", **({"json": {"input": "a"}} if method == "post" else {}))
             assert reply.status_code == 401 and "API key" in reply.json()["error"]["message"]
         wrong = httpx.post(f"{url}/v1/embeddings", json={"input": "a"}, headers={"Authorization": "Bearer nope"})
@@ -159,7 +164,7 @@ def test_api_key_is_required_on_every_request(tiny_models, monkeypatch):
         # The scheme name is case-insensitive; the key is not, and nothing but the scheme may replace "Bearer".
         for header, status in [("bearer s3cret", 200), ("BEARER s3cret", 200), ("Bearer S3CRET", 401),
                                ("Basic s3cret", 401), ("Bearer  s3cret", 401), ("s3cret", 401)]:
-            assert httpx.get(f"{url}/health", headers={"Authorization": header}).status_code == status, header
+            assert httpx.get(f"{url}/v1/models", headers={"Authorization": header}).status_code == status, header
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -273,9 +273,10 @@ def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 
 
     app = FastAPI(title="cftune embeddings", lifespan=lifespan)
 
-    def error(status: int, message: str, param: str | None = None, kind: str = "invalid_request_error"):
+    def error(status: int, message: str, param: str | None = None, kind: str = "invalid_request_error",
+              code: str | None = None):
         return JSONResponse(status_code=status,
-                            content={"error": {"message": message, "type": kind, "param": param, "code": None}})
+                            content={"error": {"message": message, "type": kind, "param": param, "code": code}})
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request, exc: RequestValidationError):
@@ -315,7 +316,7 @@ def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 
 
     @app.middleware("http")
     async def check_api_key(request: Request, call_next):
-        if api_key is not None:
+        if api_key is not None and request.url.path != "/health":  # a load balancer's probe carries no key
             scheme, _, given = request.headers.get("authorization", "").partition(" ")
             # The scheme name is case-insensitive (RFC 9110); the key is compared exactly, in constant time.
             if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), api_key.encode()):
@@ -343,17 +344,26 @@ def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 
     async def health():
         return {"status": "ok", "model": model_name}
 
+    served = {"id": model_name, "object": "model", "created": int(time.time()), "owned_by": "cftune"}
+
+    def not_served(name: str, param: str | None = None):
+        return error(404, f"model {name!r} is not served here; this server serves {model_name!r}", param,
+                     code="model_not_found")
+
     @app.get("/v1/models")
     async def models():
-        return {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "cftune"}]}
+        return {"object": "list", "data": [served]}
+
+    @app.get("/v1/models/{name:path}")  # a hub-style name has a slash in it
+    async def retrieve_model(name: str):
+        return served if name == model_name else not_served(name)
 
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest):
         texts = [body.input] if isinstance(body.input, str) else body.input
         truncate = auto_truncate if body.truncate is None else body.truncate
         if body.model not in (None, model_name):
-            return error(404, f"model {body.model!r} is not served here; this server serves {model_name!r}",
-                         "model", "model_not_found")
+            return not_served(body.model, "model")
         if body.encoding_format not in ("float", "base64"):
             return error(400, f"encoding_format must be 'float' or 'base64', got {body.encoding_format!r}",
                          "encoding_format")
