@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from cftune.errors import CftuneError, ConfigError, ModelSourceError
+from cftune.errors import CftuneError, ConfigError
 
 # Each command checks all its arguments, inputs and output locations first, with light modules only (no torch):
 # a mistake answers in well under a second, and nothing slow runs before it.
@@ -18,6 +18,7 @@ from cftune.errors import CftuneError, ConfigError, ModelSourceError
 def _eval(args: argparse.Namespace) -> None:
     from cftune.data import check_sts_inputs, load_retrieval_set
     from cftune.io import check_output_file
+    from cftune.reports import report_file
 
     sts = args.tasks != "none"
     if sts:
@@ -30,7 +31,7 @@ def _eval(args: argparse.Namespace) -> None:
     if args.out:  # the files the reports will write
         suffixes = [".json", ".md"] + ([".png"] if len(dimensions) > 1 else []) if sts else []
         for suffix in suffixes + ([".retrieval.json", ".retrieval.md"] if args.retrieval else []):
-            check_output_file(Path(args.out + suffix))
+            check_output_file(report_file(args.out, suffix))
     check_model_arguments(args)
     model = load_model(args)
     if sts:
@@ -152,11 +153,7 @@ def _push(args: argparse.Namespace) -> None:
 
 
 def _reproduce(args: argparse.Namespace) -> None:
-    from cftune.data import existing_data_dir
-    from cftune.runs import check_report_target
-
-    check_report_target(Path(args.out))
-    existing_data_dir(args.data_dir)
+    check_report_arguments(args)
     from cftune.experiments import reproduce
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
@@ -166,11 +163,7 @@ def _reproduce(args: argparse.Namespace) -> None:
 
 
 def _ablate(args: argparse.Namespace) -> None:
-    from cftune.data import existing_data_dir
-    from cftune.runs import check_report_target
-
-    check_report_target(Path(args.out))
-    existing_data_dir(args.data_dir)
+    check_report_arguments(args)
     from cftune.experiments import ablate, parse_grid
 
     report = ablate(args.out, grid=parse_grid(args.grid), steps=args.steps, model=args.model, recipe=args.config,
@@ -280,14 +273,23 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu, cuda, ... (default: best available)")
 
 
+def check_report_arguments(args: argparse.Namespace) -> None:
+    """reproduce's and ablate's --out (new, empty or their own) and --data-dir, checked before torch is imported."""
+    from cftune.data import existing_data_dir
+    from cftune.runs import check_report_target
+
+    check_report_target(Path(args.out))
+    existing_data_dir(args.data_dir)
+
+
 def check_model_arguments(args: argparse.Namespace) -> None:
     """--model and --adapter exist (a hub id: on the hub, or in the local cache offline), checked before torch
     is imported."""
-    from cftune.sources import check_source
+    from cftune.sources import check_adapter, check_source
 
     check_source(args.model)
-    if args.adapter is not None and not (Path(args.adapter) / "adapter_config.json").is_file():
-        raise ModelSourceError(f"{args.adapter} is not a PEFT adapter folder (no adapter_config.json)")
+    if args.adapter is not None:
+        check_adapter(args.adapter)
 
 
 def print_skipped(skipped: list[str], shown: int = 20) -> None:

@@ -25,6 +25,7 @@ distillation, from one forward pass.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -41,7 +42,7 @@ from sentence_transformers import SentenceTransformer
 from cftune.aliases import cache_dir
 from cftune.config import TrainConfig
 from cftune.errors import ConfigError
-from cftune.io import FolderLock, format_duration, write_atomic
+from cftune.io import FolderLock, file_sha256, format_duration, write_atomic
 from cftune.sources import check_teacher, named_prompts_of
 
 log = logging.getLogger(__name__)
@@ -82,11 +83,7 @@ def weights_digest(folder: Path) -> str:
         stat = path.stat()
         key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
         if key not in memo:
-            file_digest = hashlib.sha256()
-            with path.open("rb") as handle:
-                while block := handle.read(2**22):
-                    file_digest.update(block)
-            memo[key] = file_digest.hexdigest()
+            memo[key] = file_sha256(path)
         digest.update(f"{path.relative_to(folder)}:{memo[key]}\n".encode())
     write_atomic(memo_path, json.dumps(memo, indent=1) + "\n")
     return digest.hexdigest()
@@ -111,12 +108,24 @@ class Teacher:
         return cls(name, folder, prompt_name, resolve_precision(precision, "cuda" if torch.cuda.is_available()
                                                                 else "cpu"))
 
+    @functools.cached_property
+    def prompt(self) -> str:
+        return named_prompts_of(self.folder).get(self.prompt_name or "", "")
+
+    @functools.cached_property
+    def key(self) -> str:
+        """One per weights, prompt and precision (the weights hashed once per Teacher)."""
+        return hashlib.sha256(f"{weights_digest(self.folder)}|{self.prompt}|{self.precision}".encode()).hexdigest()[:20]
+
+    @property
+    def cache_folder(self) -> Path:
+        """Where this teacher's vectors are kept ($CFTUNE_CACHE as it is now)."""
+        return cache_dir() / "teacher-vectors" / self.key
+
     def cache(self) -> TeacherCache:
-        prompt = named_prompts_of(self.folder).get(self.prompt_name or "", "")
-        key = hashlib.sha256(f"{weights_digest(self.folder)}|{prompt}|{self.precision}".encode()).hexdigest()[:20]
-        return TeacherCache(cache_dir() / "teacher-vectors" / key,
-                            {"teacher": self.name, "prompt_name": self.prompt_name, "prompt": prompt,
-                             "precision": self.precision})
+        """The cache as it is on disk now."""
+        return TeacherCache(self.cache_folder, {"teacher": self.name, "prompt_name": self.prompt_name,
+                                                "prompt": self.prompt, "precision": self.precision})
 
     def load(self) -> SentenceTransformer:
         from cftune.models import load_embedder
@@ -200,9 +209,8 @@ def fill_cache(teacher: Teacher, texts: list[str], *, batch_size: int = 32, chun
 
     from cftune.models import encode
 
-    cache = teacher.cache()
-    with FolderLock(cache.folder, "teacher cache"):
-        cache = teacher.cache()  # again, under the lock: another process may have filled it meanwhile
+    with FolderLock(teacher.cache_folder, "teacher cache"):
+        cache = teacher.cache()  # opened under the lock: another process may have filled it meanwhile
         todo = sorted(cache.missing(texts), key=len, reverse=True)
         if not todo:
             log.info("teacher vectors: all %d texts cached in %s", len(set(texts)), cache.folder)

@@ -42,6 +42,7 @@ from cftune.reports import (
     plot_ablation,
     plot_base_vs_tuned,
     plot_training_curve,
+    report_file,
     reproduce_markdown,
     write_model_card_section,
     write_retrieval_report,
@@ -133,8 +134,7 @@ def eval_stage(name: str, load: Callable, out: Path, *, tasks, data_dir, meta: d
             summary = json.loads((card_of / "train_summary.json").read_text(encoding="utf-8"))
             write_model_card_section(card_of, model_card_section(config, summary, result))
 
-    # out.name + ".json", as write_sts_report names it: with_suffix would cut a name with a dot (lr=0.5)
-    return Stage(name, out.with_name(out.name + ".json").exists, run_eval)
+    return Stage(name, report_file(out, ".json").exists, run_eval)
 
 
 # --------------------------------------------------------------------------------------------- reproduce
@@ -193,7 +193,7 @@ def retrieval_stage(name: str, load: Callable, data: str, out: Path) -> Stage:
         result.meta = {"machine": machine()}
         write_retrieval_report(result, out)
 
-    return Stage(name, out.with_name(out.name + ".retrieval.json").exists, run_retrieval)
+    return Stage(name, report_file(out, ".retrieval.json").exists, run_retrieval)
 
 
 def write_reproduce_report(out: Path, configs: dict[str, TrainConfig], experiment: str, command: str) -> Path:
@@ -288,12 +288,12 @@ def write_ablation_report(out: Path, combos: dict, base_points: dict[str, Path],
     rows = []
     for name, (point, _config) in combos.items():
         summary = json.loads((out / "runs" / slug(name) / "train_summary.json").read_text(encoding="utf-8"))
-        result = read_result(out / "points" / f"{slug(name)}.json")
+        result = read_result(report_file(out / "points" / slug(name), ".json"))
         rows.append({"point": point, "scores": result.scores, "average": result.average,
                      "train_seconds": summary["train_seconds"]})
     untrained = []
     for prompt, path in base_points.items():
-        result = read_result(path.with_name(path.name + ".json"))
+        result = read_result(report_file(path, ".json"))
         untrained.append({"prompt": prompt, "scores": result.scores, "average": result.average})
     plots = [plot_ablation(rows, factor, out / f"ablation-{slug(factor)}.png", untrained) for factor in grid]
     report = {"command": command, "machine": machine(), "grid": grid, "steps": steps, "tasks": tasks,

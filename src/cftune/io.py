@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import platform
@@ -165,6 +166,15 @@ def check_output_folder(folder: str | os.PathLike, *, ours: Callable[[Path], boo
         shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
         raise OutputPathError(f"{what} {folder}: holds files cftune did not write ({shown}); {advice}")
     return folder
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read in blocks (weights files run to gigabytes)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(2**22):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_marker(folder: Path, name: str, content: dict) -> None:

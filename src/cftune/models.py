@@ -34,7 +34,7 @@ from cftune.aliases import ALIASES, DEFAULT_MODEL, PROMPTS, Alias, cache_dir  # 
 from cftune.config import ATTENTIONS, POOLINGS, PRECISIONS, QUANTIZATIONS, prompt_exclusion_problem
 from cftune.errors import ConfigError, ModelSourceError
 from cftune.io import cpu_has_native_bf16
-from cftune.sources import gguf_to_hf_folder, is_sentence_transformers_model, resolve_source  # noqa: F401
+from cftune.sources import check_adapter, is_sentence_transformers_model, resolve_source
 
 log = logging.getLogger(__name__)
 
@@ -401,8 +401,7 @@ def load_embedder(
             set_prompt(embedder, prompt)
             _check_saved_design(embedder, source, design)
     if adapter is not None:
-        if not (Path(adapter) / "adapter_config.json").exists():
-            raise ModelSourceError(f"{adapter} is not a PEFT adapter folder (no adapter_config.json)")
+        check_adapter(adapter)
         embedder.load_adapter(adapter)
     if inference:
         merge_lora(embedder)

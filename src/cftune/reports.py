@@ -41,10 +41,16 @@ def sts_markdown(result: StsResult) -> str:
     return "\n".join(lines)
 
 
+def report_file(out: str | os.PathLike, suffix: str) -> Path:
+    """results/NAME and ".json" -> results/NAME.json: the one naming rule for result files. NAME may hold dots
+    (an ablation point such as lr=0.5), so never ``with_suffix``, which would cut it."""
+    out = Path(out)
+    return out.with_name(out.name + suffix)
+
+
 def write_sts_report(result: StsResult, out: str | os.PathLike) -> tuple[Path, Path]:
     """results/NAME -> results/NAME.json and results/NAME.md."""
-    out = Path(out)
-    json_path, md_path = out.with_name(out.name + ".json"), out.with_name(out.name + ".md")
+    json_path, md_path = report_file(out, ".json"), report_file(out, ".md")
     write_atomic(json_path, json.dumps(result.to_dict(), indent=2) + "\n")
     write_atomic(md_path, sts_markdown(result))
     return json_path, md_path
@@ -67,8 +73,7 @@ def dimensions_markdown(results: Sequence[StsResult]) -> str:
 
 def write_dimensions_report(results: Sequence[StsResult], out: str | os.PathLike) -> tuple[Path, Path, Path]:
     """results/NAME -> NAME.json (a result per length), NAME.md (the table) and NAME.png (average by length)."""
-    out = Path(out)
-    json_path, md_path, png_path = (out.with_name(out.name + suffix) for suffix in (".json", ".md", ".png"))
+    json_path, md_path, png_path = (report_file(out, suffix) for suffix in (".json", ".md", ".png"))
     write_atomic(json_path, json.dumps({"dimensions": [r.to_dict() for r in results]}, indent=2) + "\n")
     write_atomic(md_path, dimensions_markdown(results))
     plot_dimensions({results[0].meta.get("model", "model"): results}, png_path)
@@ -83,8 +88,7 @@ def retrieval_table(result: RetrievalResult) -> str:
 
 def write_retrieval_report(result: RetrievalResult, out: str | os.PathLike) -> tuple[Path, Path]:
     """results/NAME -> results/NAME.retrieval.json and results/NAME.retrieval.md."""
-    out = Path(out)
-    json_path, md_path = out.with_name(out.name + ".retrieval.json"), out.with_name(out.name + ".retrieval.md")
+    json_path, md_path = report_file(out, ".retrieval.json"), report_file(out, ".retrieval.md")
     write_atomic(json_path, json.dumps(result.to_dict(), indent=2) + "\n")
     meta = result.meta
     lines = _heading("Retrieval", meta)

@@ -13,7 +13,6 @@ No torch here: `cftune train` checks its folder with these functions before it i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -24,7 +23,7 @@ from pathlib import Path
 
 from cftune.config import ConfigError, TrainConfig, check_same_config
 from cftune.errors import ModelSourceError
-from cftune.io import FolderLock, check_output_folder, write_atomic, write_marker
+from cftune.io import FolderLock, check_output_folder, file_sha256, write_atomic, write_marker
 
 log = logging.getLogger(__name__)
 RUN_MARK = "cftune_run.json"
@@ -109,17 +108,9 @@ def mark_report_folder(out: Path, command: str) -> None:
 # --------------------------------------------------------------------------------------------- checkpoints
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(2**20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_manifest(folder: Path) -> None:
     """Record every file of a checkpoint the trainer has just finished, so a resume can tell a complete one."""
-    files = {str(p.relative_to(folder)): [p.stat().st_size, _sha256(p)]
+    files = {str(p.relative_to(folder)): [p.stat().st_size, file_sha256(p)]
              for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
     write_atomic(folder / MANIFEST, json.dumps({"files": files}, indent=1) + "\n")
 
@@ -136,7 +127,7 @@ def _manifest_problem(folder: Path) -> str | None:
             return f"no {name}"
         if path.stat().st_size != size:
             return f"{name} has {path.stat().st_size} bytes, {size} were written"
-        if _sha256(path) != digest:
+        if file_sha256(path) != digest:
             return f"{name} differs from what was written"
     return None
 

@@ -57,6 +57,11 @@ def check_source(model: str) -> tuple[str, bool]:
     return model, trust_remote_code  # a hub id: transformers downloads it (or finds it in the HF cache)
 
 
+def check_adapter(adapter: str) -> None:
+    if not (Path(adapter) / "adapter_config.json").exists():
+        raise ModelSourceError(f"{adapter} is not a PEFT adapter folder (no adapter_config.json)")
+
+
 def resolve_source(model: str) -> tuple[str, bool]:
     """Alias, .gguf file, folder or hub id -> (local folder or hub id, trust_remote_code); a .gguf file is
     converted once into a cached folder."""

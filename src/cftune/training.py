@@ -264,8 +264,6 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
     (new, empty or this run's), the training rows and the dev set. Then the folder is locked for this
     process alone. ``callbacks``: extra transformers ``TrainerCallback``s (timers, custom logging).
     """
-    import datasets
-
     validate(config)  # load_config did, but a TrainConfig may also be built in Python
     check_trackers_installed(config.report_to)
     out = Path(out)
@@ -291,15 +289,17 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
     one_writer = FolderLock(out) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
     with one_writer:
         try:
-            return _train_in(out, config, resume, triplets, datasets.Dataset.from_dict(columns), dev, callbacks)
+            return _train_in(out, config, resume, triplets, columns, dev, callbacks)
         except (OSError, RuntimeError) as err:
             if is_disk_full(err):
                 raise disk_full_error(out, "continue with --resume (complete checkpoints are kept)") from err
             raise
 
 
-def _train_in(out: Path, config: TrainConfig, resume: bool, triplets, train_dataset, dev, callbacks: tuple) -> Path:
-    """The training itself, in a run folder this process holds."""
+def _train_in(out: Path, config: TrainConfig, resume: bool, triplets, columns: dict[str, list[str]], dev,
+              callbacks: tuple) -> Path:
+    """The training itself, in a run folder this process holds; ``columns``: the training texts by column."""
+    import datasets
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
     from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
@@ -314,12 +314,12 @@ def _train_in(out: Path, config: TrainConfig, resume: bool, triplets, train_data
     else:
         (out / "train_log.jsonl").unlink(missing_ok=True)
     write_atomic(out / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    train_dataset = datasets.Dataset.from_dict(columns)
     distillation, teacher_seconds = None, 0.0
     if config.teacher:
         from cftune import distill
 
         started = time.perf_counter()
-        columns = {name: train_dataset[name] for name in train_dataset.column_names}
         distillation = distill.prepare(config, columns)
         teacher_seconds = time.perf_counter() - started
         train_dataset = train_dataset.add_column("label", list(range(len(train_dataset))))  # row -> its vectors
@@ -332,11 +332,10 @@ def _train_in(out: Path, config: TrainConfig, resume: bool, triplets, train_data
                           include_prompt=config.include_prompt)
     model.max_seq_length = config.max_length
     model.model_card_data.add_tags("cftune")
-    text_columns = [name for name in train_dataset.column_names if name != "label"]
-    column_prompts = search_prompts(model, config, text_columns)
+    column_prompts = search_prompts(model, config, list(columns))
     projection = False  # a fitted map into the teacher's space, for embedding distillation across sizes
     if distillation is not None:
-        projection = distill.add_projection(model, distillation, {c: train_dataset[c] for c in text_columns}, config)
+        projection = distill.add_projection(model, distillation, columns, config)
     if config.finetune == "full":
         freeze_token_embeddings(model)
     else:
@@ -344,7 +343,7 @@ def _train_in(out: Path, config: TrainConfig, resume: bool, triplets, train_data
     mntp: dict = {}
     if config.mntp_steps and checkpoint is None:  # a resumed run's checkpoint already holds the warmed-up weights
         started = time.perf_counter()
-        texts = list(dict.fromkeys(t for column in text_columns for t in train_dataset[column]))
+        texts = list(dict.fromkeys(t for column in columns.values() for t in column))
         losses = mntp_warmup(model, texts, config)
         mntp = {"mntp_first_loss": round(losses[0], 4), "mntp_last_loss": round(losses[-1], 4),
                 "mntp_seconds": round(time.perf_counter() - started, 1)}
