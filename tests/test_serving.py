@@ -36,7 +36,8 @@ def start_server(model: str, *extra: str, max_tokens: str | None = "64"):
     port = free_port()
     limit = ["--max-tokens", max_tokens] if max_tokens else []  # None: the model's own max_seq_length
     process = subprocess.Popen([sys.executable, "-m", "cftune.cli", "serve", "--model", model, "--port", str(port),
-                                "--precision", "float32", "--max-batch", "8", *limit, *extra],
+                                "--precision", "float32", "--max-batch", "8", "--max-inputs", "8", *limit,
+                                *extra],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
@@ -97,8 +98,12 @@ def test_embeddings_match_encode_as_floats_and_base64(server, expected):
     listed = httpx.get(f"{server}/v1/models").json()["data"][0]
     assert listed["id"] == "tiny" and listed["object"] == "model" and abs(listed["created"] - time.time()) < 3600
     assert httpx.get(f"{server}/v1/models/tiny").json() == listed  # OpenAI's retrieve-a-model
-    missing = httpx.get(f"{server}/v1/models/gpt-4")
-    assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
+    # clients hard-code OpenAI's model names: any name is answered by the one model served (--strict-model-name
+    # says otherwise: test_strict_model_name_and_default_prompt_name)
+    assert httpx.get(f"{server}/v1/models/text-embedding-3-small").json()["id"] == "tiny"
+    reply = httpx.post(f"{server}/v1/embeddings", json={"model": "text-embedding-3-small", "input": TEXTS[:1]})
+    assert reply.json()["model"] == "tiny"
+    np.testing.assert_allclose(reply.json()["data"][0]["embedding"], unit(expected[TEXTS[0]]), atol=1e-5)
     assert httpx.get(f"{server}/health").json()["status"] == "ok"
 
 
@@ -106,16 +111,19 @@ def test_embeddings_match_encode_as_floats_and_base64(server, expected):
     ({"input": []}, 400, "must not be empty"),
     ({"input": ""}, 400, r"input\[0\] is empty"),
     ({"input": ["ok", "  "]}, 400, r"input\[1\] is empty"),
-    ({"input": 42}, 400, "string or a list of strings"),
-    ({"input": [1, 2, 3]}, 400, "string or a list of strings"),
-    ({"input": {"text": "a"}}, 400, "string or a list of strings"),
+    ({"input": 42}, 400, "a string, a list of strings, or token ids"),
+    ({"input": [[1, 2], "a"]}, 400, "a string, a list of strings, or token ids"),
+    ({"input": [1.5]}, 400, "a string, a list of strings, or token ids"),
+    ({"input": [[5, 6], [7, 10**9]]}, 400, r"input\[1\] has token id 1000000000; this model's tokenizer has ids 0 "
+                                          "to "),
+    ({"input": [[5], []]}, 400, r"input\[1\] is empty"),
+    ({"input": {"text": "a"}}, 400, "a string, a list of strings, or token ids"),
     ({}, 400, "input"),
     ({"input": ["a"] * 9}, 400, "9 items; at most 8"),
     ({"input": "word " * 60}, 400, r"input\[0\] has \d+ tokens; at most 64"),
     ({"input": "a", "encoding_format": "hex"}, 400, "encoding_format"),
     ({"input": "a", "dimensions": 0}, 400, "dimensions must be between 1 and this model's 32, got 0"),
     ({"input": "a", "dimensions": 33}, 400, "dimensions must be between 1 and this model's 32, got 33"),
-    ({"input": "a", "model": "gpt-4"}, 404, "not served here"),
     ({"input": "a", "embedding_type": "int4"}, 400, "embedding_type"),
     ({"input": "a", "embedding_type": "int8"}, 400, "int8 needs calibration ranges"),
     ({"input": "a", "prompt_name": "passage"}, 400, "prompt_name 'passage' is not one of this model's prompts"),
@@ -294,7 +302,8 @@ def test_a_body_over_the_limit_gets_413_without_being_read(served):
 @pytest.fixture(scope="module")
 def roomy(tiny_models):
     """A server that takes texts as long as the model reads (256 tokens) and many per request, with a short queue."""
-    process, url = start_server(str(tiny_models["gemma3_text"]), "--max-batch", "160", "--max-queue", "16",
+    process, url = start_server(str(tiny_models["gemma3_text"]), "--max-batch", "160", "--max-inputs", "160",
+                                "--max-queue", "16",
                                 max_tokens=None)
     yield url
     process.terminate()
@@ -452,6 +461,106 @@ def test_texts_longer_than_the_model_reads_are_refused_unless_truncated(tiny_mod
     np.testing.assert_allclose([d["embedding"] for d in auto.json()["data"]], vectors, atol=1e-6)
     assert asked_not_to.status_code == 400 and "at most 64" in asked_not_to.json()["error"]["message"]
     assert far_too_long.status_code == 200 and far_too_long.json()["usage"]["prompt_tokens"] == 64
+
+
+def test_token_ids_are_read_as_the_model_s_own_tokens(tiny_models):
+    from fastapi.testclient import TestClient
+
+    from cftune.models import lm_module
+    from cftune.serving import create_app
+
+    model = load_embedder(str(tiny_models["gemma3_text"]), prompt="eol", pooling="mean")
+    tokenizer = lm_module(model).tokenizer
+    ids = [tokenizer.encode(text, add_special_tokens=False) for text in TEXTS[:3]]
+    with_bos = [tokenizer.encode(TEXTS[3])]  # a client's ids may carry the special tokens too: they are dropped
+    assert with_bos[0][0] == tokenizer.bos_token_id
+    want = encode(model, TEXTS[:4], precision="float32").numpy()
+    with TestClient(create_app(model, "tiny", precision="float32", normalize=False)) as client:
+        lists = client.post("/v1/embeddings", json={"input": ids + with_bos}).json()
+        one = client.post("/v1/embeddings", json={"input": ids[1]}).json()  # one text as a flat list of ints
+        text = client.post("/v1/embeddings", json={"input": TEXTS[:4]}).json()
+    np.testing.assert_allclose([d["embedding"] for d in lists["data"]], want, atol=1e-5)
+    np.testing.assert_allclose(one["data"][0]["embedding"], want[1], atol=1e-5)
+    assert lists["usage"] == text["usage"]  # counted as the texts they spell
+
+
+def test_strict_model_name_and_default_prompt_name(tiny_models):
+    from fastapi.testclient import TestClient
+
+    from cftune.errors import ConfigError
+    from cftune.models import set_named_prompts
+    from cftune.serving import create_app
+
+    model = load_embedder(str(tiny_models["gemma3_text"]), prompt="eol", pooling="mean")
+    set_named_prompts(model, {"query": "query: ", "document": "passage: "})
+    query = encode(model, TEXTS[:2], precision="float32", prompt_name="query").numpy()
+    document = encode(model, TEXTS[:2], precision="float32", prompt_name="document").numpy()
+    with TestClient(create_app(model, "tiny", precision="float32", normalize=False, strict_model_name=True,
+                               default_prompt_name="query")) as client:
+        other = client.post("/v1/embeddings", json={"input": "a", "model": "text-embedding-3-small"})
+        listed = client.get("/v1/models/text-embedding-3-small")
+        named = client.post("/v1/embeddings", json={"input": TEXTS[:2], "model": "tiny"}).json()
+        asked = client.post("/v1/embeddings", json={"input": TEXTS[:2], "prompt_name": "document"}).json()
+    for reply in (other, listed):
+        assert reply.status_code == 404 and reply.json()["error"]["code"] == "model_not_found"
+    assert "'text-embedding-3-small' is not served here; this server serves 'tiny'" in other.json()["error"]["message"]
+    np.testing.assert_allclose([d["embedding"] for d in named["data"]], query, atol=1e-5)  # the default prompt
+    np.testing.assert_allclose([d["embedding"] for d in asked["data"]], document, atol=1e-5)  # a request's own
+    assert named["usage"]["prompt_tokens"] == sum(lengths_read(model, TEXTS[:2], "query"))
+    with pytest.raises(ConfigError, match="default prompt name 'passage' is not one of this model's prompts"):
+        create_app(model, "tiny", default_prompt_name="passage")
+
+
+def test_a_request_of_2048_inputs_is_answered(tiny_models):
+    from fastapi.testclient import TestClient
+
+    from cftune.serving import create_app
+
+    model = load_embedder(str(tiny_models["bert"]))
+    texts = [f"text number {i}" for i in range(2049)]
+    with TestClient(create_app(model, "tiny", precision="float32", max_batch=64)) as client:
+        full = client.post("/v1/embeddings", json={"input": texts[:2048]})
+        over = client.post("/v1/embeddings", json={"input": texts})
+    assert full.status_code == 200 and [d["index"] for d in full.json()["data"]] == list(range(2048))
+    np.testing.assert_allclose(full.json()["data"][2047]["embedding"],
+                               unit(encode(model, texts[2047:2048], precision="float32").numpy()[0]), atol=1e-5)
+    assert over.status_code == 400 and "input has 2049 items; at most 2048 per request" in over.text
+
+
+def test_the_official_openai_client_against_a_real_server(tiny_models, expected):
+    import openai
+
+    from cftune.models import lm_module
+
+    process, url = start_server(str(tiny_models["gemma3_text"]), "--prompt", "eol", "--name", "tiny",
+                                "--max-inputs", "2048", "--max-batch", "256")
+    try:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        floats = client.embeddings.create(model="text-embedding-3-small", input=TEXTS[:3], encoding_format="float")
+        packed = client.embeddings.create(model="tiny", input=TEXTS[:3])  # the client asks for base64 and decodes it
+        short = client.embeddings.create(model="tiny", input=TEXTS[0], dimensions=8)
+        many = client.embeddings.create(model="tiny", input=[TEXTS[i % len(TEXTS)] for i in range(2048)])
+        tokenizer = lm_module(load_embedder(str(tiny_models["gemma3_text"]), prompt="eol")).tokenizer
+        ids = client.embeddings.create(model="tiny", input=[tokenizer.encode(t, add_special_tokens=False)
+                                                            for t in TEXTS[:2]])
+        long_text = " ".join(TEXTS)  # over --max-tokens 64
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.embeddings.create(model="tiny", input=[TEXTS[0], long_text])
+        cut = client.embeddings.create(model="tiny", input=[long_text], extra_body={"truncate": True})
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    for reply in (floats, packed):
+        assert reply.model == "tiny" and reply.usage.prompt_tokens > 0
+        np.testing.assert_allclose([d.embedding for d in reply.data], [unit(expected[t]) for t in TEXTS[:3]],
+                                   atol=1e-5)
+    np.testing.assert_allclose(short.data[0].embedding, unit(expected[TEXTS[0]][:8]), atol=1e-5)
+    assert len(many.data) == 2048 and [d.index for d in many.data] == list(range(2048))
+    np.testing.assert_allclose(many.data[2047].embedding, unit(expected[TEXTS[2047 % len(TEXTS)]]), atol=1e-5)
+    np.testing.assert_allclose([d.embedding for d in ids.data], [unit(expected[t]) for t in TEXTS[:2]], atol=1e-5)
+    assert refused.value.status_code == 400
+    assert re.search(r"input\[1\] has \d+ tokens; at most 64", refused.value.message)
+    assert cut.usage.prompt_tokens == 64 and len(cut.data[0].embedding) == 32
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:

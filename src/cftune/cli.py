@@ -231,10 +231,11 @@ def _serve(args: argparse.Namespace) -> None:
     max_tokens = served_max_tokens(model, args.max_tokens)  # more than the model reads fails now, in one line
     calibration = encode(model, texts, precision=args.precision).numpy() if texts else None
     serve(model, args.name or args.model, host=args.host, port=args.port, max_batch=args.max_batch,
-          max_tokens=max_tokens, api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
-          precision=args.precision, batching=not args.no_batching, max_queue=args.max_queue,
+          max_inputs=args.max_inputs, max_tokens=max_tokens, api_key=args.api_key or os.environ.get(API_KEY_ENV)
+          or None, precision=args.precision, batching=not args.no_batching, max_queue=args.max_queue,
           max_request_bytes=args.max_request_bytes, normalize=not args.no_normalize, calibration=calibration,
-          auto_truncate=args.auto_truncate)
+          auto_truncate=args.auto_truncate, strict_model_name=args.strict_model_name,
+          default_prompt_name=args.default_prompt_name)
 
 
 def _doctor(args: argparse.Namespace) -> None:
@@ -243,12 +244,13 @@ def _doctor(args: argparse.Namespace) -> None:
     doctor(data_dir=args.data_dir, device=args.device, run_benchmark=args.benchmark)
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """--model and what goes with it, the same for every command that loads one embedder."""
+def add_model_arguments(parser: argparse.ArgumentParser, tei_names: bool = False) -> None:
+    """--model and what goes with it, the same for every command that loads one embedder; ``tei_names``: also
+    under the names text-embeddings-inference gives them (--model-id, --dtype), for serve."""
     from cftune.aliases import ALIASES, DEFAULT_MODEL  # light modules: --help must not import torch
     from cftune.config import ATTENTIONS, POOLINGS, PRECISIONS, QUANTIZATIONS
 
-    parser.add_argument("--model", default=DEFAULT_MODEL,
+    parser.add_argument("--model", *(["--model-id"] if tei_names else []), default=DEFAULT_MODEL,
                         help=f"alias ({', '.join(ALIASES)}), hub id, HF folder, .gguf file, sentence-transformers "
                              f"folder or cftune run folder (default: {DEFAULT_MODEL})")
     parser.add_argument("--adapter", help="PEFT/LoRA adapter folder applied on top of --model")
@@ -265,7 +267,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--include-prompt", action=argparse.BooleanOptionalAction, help="for a raw LM with mean or "
                         "weightedmean pooling: --no-include-prompt leaves the prompt's tokens out of the mean "
                         "(default: included); a saved embedder keeps its own")
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+    parser.add_argument("--precision", *(["--dtype"] if tei_names else []), default="auto", choices=PRECISIONS,
                         help="auto = bf16 where the hardware has it natively (CUDA, AVX512-BF16 or AMX)")
     parser.add_argument("--quantize", choices=QUANTIZATIONS, help="int8: int8 weights and activations in every "
                         "linear layer, on CPUs (a 9-task STS pass of a LoRA gemma3-270m: 3.45x its old fp32 "
@@ -475,13 +477,23 @@ def build_parser() -> argparse.ArgumentParser:
     si.set_defaults(run=_similarity)
 
     sv = commands.add_parser("serve", help="OpenAI-compatible HTTP embeddings endpoint",
-                             description="POST /v1/embeddings, GET /v1/models, GET /health.")
-    add_model_arguments(sv)
+                             description="POST /v1/embeddings, GET /v1/models, GET /health. Flags also take "
+                                         "text-embeddings-inference's names: --model-id, --served-model-name, "
+                                         "--dtype, --max-client-batch-size, --auto-truncate.")
+    add_model_arguments(sv, tei_names=True)
 
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     sv.add_argument("--port", type=int_in(0, 65535), default=8000)
-    sv.add_argument("--name", help="model name clients send and see (default: the --model value)")
-    sv.add_argument("--max-batch", type=int_in(1), default=256, help="most texts per request, and per shared batch")
+    sv.add_argument("--name", "--served-model-name", help="model name shown to clients (default: the --model "
+                    "value); requests may name any model unless --strict-model-name")
+    sv.add_argument("--strict-model-name", action="store_true",
+                    help="answer 404 model_not_found to a request naming another model than --name")
+    sv.add_argument("--default-prompt-name", help="the model's named prompt (e.g. query) for requests that name "
+                    "none (default: the model's own default)")
+    sv.add_argument("--max-inputs", "--max-client-batch-size", type=int_in(1), default=2048,
+                    help="most texts per request (default: 2048, OpenAI's limit)")
+    sv.add_argument("--max-batch", type=int_in(1), default=256,
+                    help="most texts encoded together from concurrent requests (default: 256)")
     sv.add_argument("--max-tokens", type=int_in(1),
                     help="longest text accepted, in tokens, counting the template and special tokens (default "
                          "and most: the model's max_seq_length); a longer one gets 400 unless truncated")

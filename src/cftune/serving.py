@@ -14,6 +14,7 @@ import hmac
 import logging
 import threading
 import time
+import typing
 from typing import Literal
 
 import numpy as np
@@ -204,10 +205,11 @@ def token_counter(model: SentenceTransformer):
 
 
 class EmbeddingRequest(BaseModel):
-    """OpenAI's embeddings request (token-id inputs are not accepted: cftune tokenizes itself)."""
+    """OpenAI's embeddings request. Token ids (a list of ints, or a list of such lists) are read as this model's
+    own tokens, as TEI and vLLM read them: they are decoded to text, which is then embedded as any text is."""
 
     model_config = ConfigDict(extra="allow")  # OpenAI clients send fields such as `user`
-    input: str | list[str]
+    input: str | list[str] | list[int] | list[list[int]]
     model: str | None = None
     encoding_format: str = "float"
     dimensions: int | None = None
@@ -228,11 +230,35 @@ def shape_vectors(vectors: np.ndarray, dimensions: int | None, normalize: bool) 
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12) if normalize else vectors
 
 
-def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 256, max_tokens: int | None = None,
-               api_key: str | None = None, precision: str = "auto", batching: bool = True,
-               max_queue: int = 4096, max_request_bytes: int = 8 * 2**20, normalize: bool = True,
-               calibration: np.ndarray | None = None, auto_truncate: bool = False):
+def token_decoder(model: SentenceTransformer):
+    """(list of token-id lists) -> their texts, decoded with the model's tokenizer (special tokens dropped: the
+    model adds its own); raises ValueError naming the first id outside the vocabulary."""
+    tokenizer = lm_module(model).tokenizer
+    assert tokenizer is not None, "a text embedder has a tokenizer"
+    vocabulary = len(tokenizer)
+
+    def decode(lists: list[list[int]]) -> list[str]:
+        for i, ids in enumerate(lists):
+            if bad := next((t for t in ids if not 0 <= t < vocabulary), None):
+                raise ValueError(f"input[{i}] has token id {bad}; this model's tokenizer has ids 0 to "
+                                 f"{vocabulary - 1}")
+        return tokenizer.batch_decode(lists, skip_special_tokens=True)
+    return decode
+
+
+def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 256, max_inputs: int = 2048,
+               max_tokens: int | None = None, api_key: str | None = None, precision: str = "auto",
+               batching: bool = True, max_queue: int = 4096, max_request_bytes: int = 8 * 2**20,
+               normalize: bool = True, calibration: np.ndarray | None = None, auto_truncate: bool = False,
+               strict_model_name: bool = False, default_prompt_name: str | None = None, warm_up: bool = True):
     """The FastAPI app: /v1/embeddings, /v1/models and /health, OpenAI's request and response shapes.
+
+    A request holds at most ``max_inputs`` texts (OpenAI's limit: 2,048); the texts of concurrent requests are
+    encoded together, up to ``max_batch`` at a time. Any ``model`` name a client sends is answered by the one
+    model served (clients hard-code names such as text-embedding-3-small), unless ``strict_model_name``: then a
+    name other than ``model_name`` gets a 404. ``default_prompt_name``: the model's named prompt used for a
+    request that names none (TEI's --default-prompt-name; for clients that cannot send ``prompt_name``).
+    ``warm_up``: encode a few texts at start-up, before the app answers (off only to measure what it saves).
 
     Nothing slow runs on the event loop (tokenizing and encoding run on threads), so /health and small
     requests stay fast while big ones are worked on; bodies over ``max_request_bytes`` get a 413 (by
@@ -260,13 +286,24 @@ def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 
     batcher = Batcher(model, max_batch=max_batch, precision=precision, enabled=batching, max_queue=max_queue,
                       metrics=metrics)
     limit = served_max_tokens(model, max_tokens)
+    if default_prompt_name is not None:
+        if default_prompt_name not in model.prompts:
+            raise ConfigError(f"default prompt name {default_prompt_name!r} is not one of this model's prompts "
+                              f"({', '.join(model.prompts) or 'it has none'})")
+        model.default_prompt_name = default_prompt_name  # what encode and the token count use when none is named
     model.max_seq_length = limit  # where sentence-transformers cuts a text that is truncated
     count_tokens = token_counter(model)
+    decode_tokens = token_decoder(model)
     full_dimension = model.get_embedding_dimension()
     max_chars = limit * MAX_CHARS_PER_TOKEN
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        # Encodes before the first request: the first calls pay one-time costs (int8's compiled kernels take
+        # seconds, once for a batch of one text and again for several, as torch.compile specializes size 1),
+        # and /health answers only after them, so a load balancer sends no request to a cold server.
+        for texts in (["warm-up"], ["warm-up", "a second, longer text to warm up the encoder with"]) * warm_up:
+            await asyncio.to_thread(batcher._encode, texts)
         await batcher.start()
         yield
         await batcher.stop()
@@ -284,8 +321,10 @@ def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         if first.get("type") == "json_invalid":
             return error(400, "the request body is not valid JSON")
-        hint = " (input must be a string or a list of strings)" if where.startswith("input") else ""
-        return error(400, f"{where or 'body'}: {first.get('msg')}{hint}", where or None)
+        if where.startswith("input"):  # pydantic names each member of the union it tried: one line says it all
+            return error(400, "input must be a string, a list of strings, or token ids (a list of ints, or a list "
+                              "of lists of ints)", "input")
+        return error(400, f"{where or 'body'}: {first.get('msg')}", where or None)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request, exc: StarletteHTTPException):
@@ -356,13 +395,14 @@ def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 
 
     @app.get("/v1/models/{name:path}")  # a hub-style name has a slash in it
     async def retrieve_model(name: str):
-        return served if name == model_name else not_served(name)
+        return served if name == model_name or not strict_model_name else not_served(name)
 
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest):
-        texts = [body.input] if isinstance(body.input, str) else body.input
+        inputs = [body.input] if isinstance(body.input, str) or (body.input and isinstance(body.input[0], int)) \
+            else body.input
         truncate = auto_truncate if body.truncate is None else body.truncate
-        if body.model not in (None, model_name):
+        if strict_model_name and body.model not in (None, model_name):
             return not_served(body.model, "model")
         if body.encoding_format not in ("float", "base64"):
             return error(400, f"encoding_format must be 'float' or 'base64', got {body.encoding_format!r}",
@@ -377,10 +417,19 @@ def create_app(model: SentenceTransformer, model_name: str, *, max_batch: int = 
             check_dimension(body.dimensions, full_dimension, "dimensions")
         except ConfigError as bad:
             return error(400, str(bad), "dimensions")
-        if not texts:
+        if not inputs:
             return error(400, "input must not be empty", "input")
-        if len(texts) > max_batch:
-            return error(400, f"input has {len(texts)} items; at most {max_batch} per request", "input")
+        if len(inputs) > max_inputs:
+            return error(400, f"input has {len(inputs)} items; at most {max_inputs} per request", "input")
+        if isinstance(inputs[0], list):  # token ids
+            if any(not ids for ids in inputs):
+                return error(400, f"input[{next(i for i, ids in enumerate(inputs) if not ids)}] is empty", "input")
+            try:
+                texts = await run_in_threadpool(decode_tokens, inputs)
+            except ValueError as bad:
+                return error(400, str(bad), "input")
+        else:
+            texts = typing.cast(list[str], inputs)
         for i, text in enumerate(texts):
             if not text.strip():
                 return error(400, f"input[{i}] is empty", "input")
