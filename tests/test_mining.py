@@ -50,6 +50,6 @@ def test_mine_refuses_a_bad_out_or_input_before_the_model_loads(tmp_path, capsys
     (tmp_path / "pairs.csv").write_text("anchor,positive\na,b\n")
     assert main(["mine", "--input", str(tmp_path / "pairs.csv"), "--out", str(tmp_path / "x.txt")]) == 2
     assert "output must end in .csv or .jsonl" in capsys.readouterr().err
-    (tmp_path / "bad.csv").write_text("question,answer\na,b\n")
+    (tmp_path / "bad.csv").write_text("question\na\n")  # one column: not even a pair by position
     assert main(["mine", "--input", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "m.csv")]) == 2
     assert "no anchor column" in capsys.readouterr().err

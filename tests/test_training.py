@@ -186,9 +186,10 @@ def test_bad_triplet_rows_are_named_or_skipped(tmp_path):
     kept = read_triplets(path, skip_bad_rows=True)
     assert kept.columns["anchor"] == ["a", "i"]
     assert [s.split(": ")[0] for s in kept.skipped] == [f"{path}:3", f"{path}:4"]
-    bad_header = tmp_path / "h.jsonl"
-    write_jsonl(bad_header, [{"query": "a", "doc": "b"}])
-    with pytest.raises(DataFormatError, match="no anchor column"):
+    bad_header = tmp_path / "h.jsonl"  # one of cftune's names, so not read by position: the other is missing
+    write_jsonl(bad_header, [{"anchr": "a", "positive": "b"}])
+    with pytest.raises(DataFormatError, match=r"h\.jsonl:1: no anchor column: .* \(name it with columns: "
+                                              r"anchor=COLUMN\)"):
         read_triplets(bad_header)
 
 
@@ -264,3 +265,60 @@ def test_several_hard_negatives_are_all_candidates_and_train_reads_them(tiny_mod
     assert float(loss) == pytest.approx(float(expected), rel=1e-5)
     run = train(config, tmp_path / "run")
     assert json.loads((run / "train_summary.json").read_text())["steps"] == 2
+
+
+def hand_cosent(a: torch.Tensor, b: torch.Tensor, scores: list[float], scale: float = 20.0) -> torch.Tensor:
+    """CoSENT (Su 2022): log(1 + sum over pairs i, j with score_i > score_j of exp(scale * (cos_j - cos_i)))."""
+    cos = torch.nn.functional.cosine_similarity(a, b)
+    terms = [scale * (cos[j] - cos[i]) for i in range(len(scores)) for j in range(len(scores))
+             if scores[i] > scores[j]]
+    return torch.logsumexp(torch.stack([torch.zeros(())] + terms), 0)
+
+
+def test_scored_pairs_train_with_cosent_for_epochs_in_batches_with_a_warmup_ratio(tiny_models, nli_dir, tmp_path,
+                                                                                     caplog):
+    from cftune.cli import main
+    from cftune.models import prompt_of
+
+    pairs = [(a, n if i % 3 else p, float(i % 5)) for i, (a, p, n) in enumerate(TRIPLETS[:30])]
+    data = tmp_path / "scored.csv"  # another file's names, mapped with --columns
+    with data.open("w", newline="") as handle:
+        csv.writer(handle).writerows([("text_a", "text_b", "similarity"), *pairs])
+    columns = "sentence1=text_a,sentence2=text_b,score=similarity"
+    config = tiny_config(tiny_models, nli_dir, data=str(data), loss="cosent", columns=columns)
+    model = load_embedder(config.model)
+    with torch.no_grad():
+        a, b = (model(features(model, [row[c] for row in pairs[:6]]))["sentence_embedding"] for c in (0, 1))
+        expected = hand_cosent(a, b, [row[2] for row in pairs[:6]])
+    scores = torch.tensor([row[2] for row in pairs[:6]])
+    loss = build_loss(model, config)([features(model, [row[c] for row in pairs[:6]]) for c in (0, 1)], scores)
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+
+    out = tmp_path / "run"  # no recipe: 2 epochs of 30 rows in batches of 8 = 2 x 3 steps, 10% of them warm-up
+    assert main(["train", "--model", config.model, "--data", str(data), "--columns", columns, "--loss", "cosent",
+                 "--epochs", "2", "--batch-size", "8", "--data-dir", str(nli_dir), "--set", "eval_steps=3",
+                 "--set", "save_steps=3", "--set", "logging_steps=1", "--set", "learning_rate=1e-3",
+                 "--out", str(out)]) == 0
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert (summary["steps"], summary["warmup_steps"], summary["rows"]) == (6, 1, 30)
+    rates = [row["learning_rate"] for row in map(json.loads, (out / "train_log.jsonl").read_text().splitlines())
+             if "learning_rate" in row]
+    # the first step is the warm-up (from 0), the second at the full rate, then the cosine decay
+    assert rates[:2] == pytest.approx([0, 1e-3]) and rates[-1] < rates[1]
+    assert prompt_of(load_embedder(str(out))) == 'This sentence : "{text}" means in one word:"'  # auto: eol
+
+    caplog.clear()  # a warm-up as long as the run is said, not silently kept
+    train(tiny_config(tiny_models, nli_dir, max_steps=2, warmup_steps=5, eval_steps=0, save_steps=2),
+          tmp_path / "short")
+    assert "warmup_steps=5 is not fewer than the run's 2 steps: the learning rate never reaches 0.001" in caplog.text
+
+
+@pytest.mark.parametrize("settings, problem", [
+    (["loss=cosent", "gradient_cache=true"], "gradient_cache: goes with loss infonce"),
+    (["loss=angle", "teacher=all-mpnet-base-v2"], "teacher: goes with loss infonce"),
+    (["loss=mse"], "loss: must be infonce or cosent or angle"),
+    (["epochs=0"], "epochs: must be > 0"), (["warmup_ratio=1"], "warmup_ratio: must be >= 0 and < 1"),
+])
+def test_training_option_mistakes_are_named(settings, problem):
+    with pytest.raises(ConfigError, match=problem):
+        load_config(None, settings)

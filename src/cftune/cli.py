@@ -94,19 +94,20 @@ def parse_dimensions(text: str | None) -> list[int | None]:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from cftune.config import check_trackers_installed, load_config
+    from cftune.config import check_trackers_installed, load_config, training_format
     from cftune.data import check_training_inputs
     from cftune.runs import check_run_target
     from cftune.sources import check_source, check_teacher
 
-    flags = {"model": args.model, "data": args.data, "data_dir": args.data_dir, "max_steps": args.max_steps,
+    flags = {"model": args.model, "data": args.data, "data_dir": args.data_dir, "columns": args.columns,
+             "loss": args.loss, "max_steps": args.max_steps, "epochs": args.epochs, "batch_size": args.batch_size,
              "prompt": args.prompt, "teacher": args.teacher, "teacher_prompt": args.teacher_prompt}
-    overrides = [f"{key}={value}" for key, value in flags.items() if value is not None] + args.set
-    config = load_config(args.config, overrides)
+    config = load_config(args.config, [f"{key}={value}" for key, value in flags.items() if value is not None]
+                         + args.set)
     check_trackers_installed(config.report_to)
     check_run_target(Path(args.out), config, args.resume)
-    check_training_inputs(config.data, config.data_dir, skip_bad_rows=config.skip_bad_rows,
-                          dev_set=config.eval_steps > 0)
+    check_training_inputs(config.data, config.data_dir, form=training_format(config),
+                          skip_bad_rows=config.skip_bad_rows, dev_set=config.eval_steps > 0)
     check_source(config.model)
     if config.teacher:
         check_teacher(config.teacher, config.teacher_prompt)
@@ -357,10 +358,19 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a recipe setting, e.g. --set lora.r=16 (repeatable)")
     tr.add_argument("--model", help="model to fine-tune (any --model of eval)")
-    tr.add_argument("--data", help="nli (SimCSE triplets) or a CSV/JSONL of anchor,positive[,negative]")
+    tr.add_argument("--data", help="nli (SimCSE triplets), a CSV/JSONL/Parquet file, a dataset folder or a hub "
+                                   "dataset id (org/name[:config]): anchor,positive[,negative...] rows, or "
+                                   "sentence1,sentence2,score with --loss cosent|angle")
+    tr.add_argument("--columns", help='which column is which, e.g. "anchor=question,positive=answer" (default: '
+                                      "cftune's names, else by position)")
+    tr.add_argument("--loss", choices=("infonce", "cosent", "angle"),
+                    help="infonce (default; anchor,positive[,negative] rows) or cosent/angle (scored pairs)")
     tr.add_argument("--data-dir", help="local data folder (nli/*.csv, sts/STSBenchmark.dev.jsonl)")
-    tr.add_argument("--prompt", help="none | eol | template with {text}")
-    tr.add_argument("--max-steps", type=int_in(1))
+    tr.add_argument("--prompt", help="auto (default: eol for a decoder LM, none for an encoder) | none | eol | "
+                                     "template with {text}")
+    tr.add_argument("--epochs", type=float, help="passes over the data (default: 1)")
+    tr.add_argument("--max-steps", type=int_in(1), help="a number of steps instead of --epochs")
+    tr.add_argument("--batch-size", type=int_in(1), help="rows per step (default: 32)")
     tr.add_argument("--teacher", help="distil from this sentence-transformers model (alias, hub id or folder): "
                                       "its vectors of the training texts, cached once (see teacher-cache)")
     tr.add_argument("--teacher-prompt", help="one of the teacher's named prompts, e.g. STS for EmbeddingGemma")

@@ -17,6 +17,9 @@ from cftune.errors import ConfigError  # noqa: F401 - defined with the other err
 
 # The embedder's design (see cftune.models for what each one does); the first of each is the paper's.
 POOLINGS = ("lasttoken", "mean", "weightedmean")
+LOSSES = ("infonce", "cosent", "angle")  # see TrainConfig.loss
+# the roles a training column can play (TrainConfig.columns); negatives may be numbered: negative_1, negative_2
+COLUMN_ROLES = ("anchor", "positive", "negative", "sentence1", "sentence2", "score")
 ATTENTIONS = ("causal", "bidirectional")
 FINETUNES = ("lora", "full")
 PRECISIONS = ("auto", "float32", "bfloat16")  # auto: bf16 where the hardware has it natively
@@ -36,7 +39,9 @@ class LoraSettings:
 @dataclass
 class TrainConfig:
     model: str = "gemma3-270m"
-    prompt: str = "none"  # none | eol | template with {text}; the same at training and evaluation
+    # none | eol | template with {text}, the same at training and evaluation; auto: eol for a decoder LM (the
+    # measured best: results/gemma3-270m-base-*.md), none for an encoder, a saved embedder's own prompt
+    prompt: str = "auto"
     # named prompts for search, put before the text (inside the template): the query prompt goes on the anchor
     # column, the document prompt on positives and negatives; a saved model keeps them as its "query" and
     # "document" prompts (sentence-transformers' encode_query / encode_document). Empty: none.
@@ -56,11 +61,19 @@ class TrainConfig:
     # bidirectional attention): steps (0: off) and the fraction of tokens masked
     mntp_steps: int = 0
     mntp_mask: float = 0.2
-    data: str = "nli"  # nli (SimCSE triplets) or a CSV/JSONL path of anchor,positive[,negative]
+    # nli (SimCSE triplets), a CSV/JSONL/Parquet file, a datasets folder, or a hub dataset id (org/name, or
+    # org/name:config); rows of anchor,positive[,negative...] (loss infonce) or sentence1,sentence2,score
+    data: str = "nli"
+    # which column is which, when the file's names are not cftune's: "anchor=question,positive=answer"; a file
+    # with none of the known names is read by position, as sentence-transformers reads it
+    columns: str = ""
     data_dir: str | None = None  # local twin of the hub data; default $CFTUNE_DATA_DIR, else the hub
     skip_bad_rows: bool = False
     max_rows: int | None = None  # use only the first N rows (quick runs)
-    # loss: InfoNCE over in-batch positives (+ hard negatives) = MultipleNegativesRankingLoss(scale=1/T)
+    # infonce: InfoNCE over in-batch positives (+ hard negatives) = MultipleNegativesRankingLoss(scale=1/T), on
+    # anchor,positive[,negative] rows; cosent or angle: CoSENTLoss / AnglELoss on scored pairs
+    # (sentence1,sentence2,score, any scale: only the order of the scores counts)
+    loss: str = "infonce"
     temperature: float = 0.05
     hard_negatives: bool = True
     hardness: float = 0.0  # hard-negative penalisation strength (0 = plain InfoNCE)
@@ -82,8 +95,10 @@ class TrainConfig:
     # optimisation (AdamW, cosine schedule with warmup)
     batch_size: int = 32  # triplets per device per step
     learning_rate: float = 5e-5
-    max_steps: int = 1000
-    warmup_steps: int = 100
+    epochs: float = 1.0  # passes over the training rows (as sentence-transformers' num_train_epochs)
+    max_steps: int | None = None  # a number of steps instead of epochs: when set, it wins (as in transformers)
+    warmup_ratio: float = 0.1  # the learning rate rises over this fraction of the steps
+    warmup_steps: int | None = None  # a number of warm-up steps instead: when set, it wins
     weight_decay: float = 1e-4
     max_length: int = 150
     precision: str = "auto"  # auto | float32 | bfloat16 (autocast)
@@ -153,7 +168,39 @@ def _apply(obj, key: str, value, prefix: str = "") -> list[str]:
 def _prompt_ok(prompt: str) -> bool:
     from cftune.aliases import PROMPTS  # the prompt names, without importing torch
 
-    return prompt in PROMPTS or prompt.count("{text}") == 1
+    return prompt in PROMPTS or prompt == "auto" or prompt.count("{text}") == 1
+
+
+def parse_columns(spec: str) -> dict[str, str]:
+    """ "anchor=question,positive=answer" -> {"anchor": "question", "positive": "answer"} (role -> column)."""
+    mapping: dict[str, str] = {}
+    for item in (part.strip() for part in spec.split(",") if part.strip()):
+        role, sep, column = (x.strip() for x in item.partition("="))
+        if not sep or not column:
+            raise ConfigError(f"columns: expected role=column items separated by commas, got {item!r}")
+        if role not in COLUMN_ROLES and not re.fullmatch(r"negative_[0-9]+", role):
+            raise ConfigError(f"columns: unknown role {role!r}; roles: {', '.join(COLUMN_ROLES)}, negative_N")
+        if role in mapping:
+            raise ConfigError(f"columns: {role} is given twice")
+        mapping[role] = column
+    return mapping
+
+
+def training_format(config: TrainConfig):
+    """What ``config``'s training rows hold and which column is which (a ``cftune.data.TrainingFormat``)."""
+    from cftune.data import TrainingFormat
+
+    return TrainingFormat(parse_columns(config.columns), scored_pairs(config))
+
+
+def _columns_ok(spec: str) -> bool:
+    parse_columns(spec)  # raises ConfigError with the item at fault
+    return True
+
+
+def scored_pairs(config: TrainConfig) -> bool:
+    """Whether the run trains on scored pairs (sentence1, sentence2, score) rather than anchor/positive rows."""
+    return config.loss != "infonce"
 
 
 def prompt_exclusion_problem(prompt: str, pooling: str) -> str | None:
@@ -165,6 +212,9 @@ def prompt_exclusion_problem(prompt: str, pooling: str) -> str | None:
 
     if pooling not in ("mean", "weightedmean"):
         return f"false leaves tokens out of a mean: it needs mean or weightedmean pooling, not {pooling}"
+    if prompt == "auto":
+        return "false needs a prompt given explicitly (none, or a prefix such as 'Query: {text}'); auto is eol " \
+               "for a decoder, which puts text after {text}"
     template = PROMPTS.get(prompt, prompt)
     if not template.endswith("{text}"):
         return (f"false needs a prompt with nothing after {{text}} (none, or a prefix such as "
@@ -185,7 +235,9 @@ TRACKERS = {"tensorboard": ("tensorboard", "tensorboardX"), "trackio": ("trackio
 # late (temperature 0: a division by zero after the model loaded) or silently do something else
 # (max_steps -5: the trainer runs 3 epochs instead).
 CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
-    ("prompt", _prompt_ok, "none, eol or a template containing {text} exactly once"),
+    ("prompt", _prompt_ok, "auto, none, eol or a template containing {text} exactly once"),
+    ("loss", lambda v: v in LOSSES, " or ".join(LOSSES)),
+    ("columns", _columns_ok, "role=column items"),
     ("pooling", lambda v: v in POOLINGS, " or ".join(POOLINGS)),
     ("attention", lambda v: v in ATTENTIONS, " or ".join(ATTENTIONS)),
     ("finetune", lambda v: v in FINETUNES, " or ".join(FINETUNES)),
@@ -199,8 +251,10 @@ CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("mini_batch_size", lambda v: v >= 1, ">= 1"),
     ("batch_size", lambda v: v >= 1, ">= 1"),
     ("learning_rate", _finite(lambda v: v > 0), "> 0"),
-    ("max_steps", lambda v: v >= 1, ">= 1"),
-    ("warmup_steps", lambda v: v >= 0, ">= 0"),
+    ("epochs", _finite(lambda v: v > 0), "> 0"),
+    ("max_steps", lambda v: v is None or v >= 1, "none or >= 1"),
+    ("warmup_ratio", _finite(lambda v: 0 <= v < 1), ">= 0 and < 1"),
+    ("warmup_steps", lambda v: v is None or v >= 0, "none or >= 0"),
     ("weight_decay", _finite(lambda v: v >= 0), ">= 0"),
     ("max_length", lambda v: v >= 1, ">= 1"),
     ("precision", lambda v: v in PRECISIONS, " or ".join(PRECISIONS)),
@@ -243,6 +297,10 @@ def validate(config: TrainConfig, origins: dict[str, str] | None = None) -> Trai
             fail(name, f"must be {must}, got {value!r}")
     if not config.include_prompt and (problem := prompt_exclusion_problem(config.prompt, config.pooling)):
         fail("include_prompt", problem)
+    if scored_pairs(config):
+        for name, value in (("gradient_cache", config.gradient_cache), ("teacher", config.teacher)):
+            if value:
+                fail(name, f"goes with loss infonce; loss {config.loss} trains on scored pairs")
     if config.teacher:
         if config.gradient_cache or config.matryoshka_dims:
             fail("teacher", "distillation does not combine with gradient_cache or matryoshka_dims yet")
@@ -302,6 +360,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
         for name in _apply(config, key, value):
             origins.pop(name, None)  # no longer the file's value
     return validate(config, origins)
+
+
+def training_steps(config: TrainConfig, rows: int, world_size: int = 1) -> int:
+    """The optimizer steps a run takes: ``max_steps`` when set, else ``epochs`` passes over ``rows`` in full
+    batches (the last partial batch is dropped), at least one."""
+    if config.max_steps is not None:
+        return config.max_steps
+    return max(1, math.ceil(config.epochs * (rows // (config.batch_size * world_size))))
+
+
+def warmup_steps(config: TrainConfig, steps: int) -> int:
+    """``warmup_steps`` when set, else ``warmup_ratio`` of the run's ``steps`` (rounded up)."""
+    return config.warmup_steps if config.warmup_steps is not None else math.ceil(config.warmup_ratio * steps)
 
 
 def config_to_dict(config: TrainConfig) -> dict:

@@ -6,7 +6,9 @@ with one ``{"sentence1": ..., "sentence2": ..., "score": ...}`` object per line.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import math
 import os
 import re
@@ -15,6 +17,7 @@ from pathlib import Path
 
 from cftune.errors import ConfigError, DataFormatError
 
+log = logging.getLogger(__name__)
 DATA_DIR_ENV = "CFTUNE_DATA_DIR"
 
 
@@ -102,13 +105,14 @@ def check_sts_inputs(spec: str | list[str] | None, data_dir: str | os.PathLike |
     return tasks
 
 
-def _hub_failure(what: str, err: Exception) -> DataFormatError:
+def _hub_failure(what: str, err: Exception, instead: str = "pass --data-dir with a local copy (the layout of "
+                                                            "../shared/data)") -> DataFormatError:
     """A one-line error for hub data that could not be fetched, saying what to do instead."""
     from huggingface_hub import constants
 
     why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"the hub answered: {str(err).splitlines()[0]}"
-    return DataFormatError(f"hub:{what}", None, f"not in the local Hugging Face cache and {why}; pass --data-dir "
-                                                "with a local copy (the layout of ../shared/data), or go online once")
+    return DataFormatError(f"hub:{what}", None, f"not in the local Hugging Face cache and {why}; {instead}, or "
+                                                "go online once")
 
 
 def _check_row(row: object, source: str, line: int) -> tuple[str, str, float]:
@@ -175,34 +179,66 @@ def load_sts_task(task: StsTask, data_dir: Path | None) -> StsPairs:
 # Header names accepted for each column: SimCSE's nli_for_simcse.csv uses sent0,sent1,hard_neg.
 TRIPLET_HEADERS = {"anchor": ("anchor", "sent0"), "positive": ("positive", "sent1"),
                    "negative": ("negative", "hard_neg")}
+# scored pairs (for the CoSENT and AnGLE losses): the STS files' own names, and sentence-transformers'
+SCORED_HEADERS = {"sentence1": ("sentence1", "sentence_1"), "sentence2": ("sentence2", "sentence_2"),
+                  "score": ("score", "label")}
 TRIPLET_FORMATS = (".csv", ".jsonl", ".parquet")
+
+
+@dataclass(frozen=True)
+class TrainingFormat:
+    """What the training rows hold: anchor/positive[/negative] texts, or scored pairs (``scored``:
+    sentence1, sentence2, score); ``columns`` names the file's column for a role where its names are not ours
+    (role -> column, e.g. {"anchor": "question"})."""
+
+    columns: dict[str, str] = dataclasses.field(default_factory=dict)
+    scored: bool = False
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        return ("sentence1", "sentence2", "score") if self.scored else ("anchor", "positive")
 NLI_HUB = ("princeton-nlp/datasets-for-simcse", "nli_for_simcse.csv")
 STSB_DEV = StsTask("STSBenchmark.dev", "mteb/stsbenchmark-sts", split="validation")
 
 
 @dataclass
 class Triplets:
-    columns: dict[str, list[str]]  # anchor, positive[, negative][, negative_1..n]
+    """Training rows by role: anchor, positive[, negative][, negative_1..n] texts, or sentence1, sentence2
+    (texts) and score (floats)."""
+
+    columns: dict[str, list]
     source: str
     skipped: list[str]  # "file:line: problem" of each row dropped by skip_bad_rows
 
     def __len__(self) -> int:
-        return len(self.columns["anchor"])
+        return len(next(iter(self.columns.values())))
 
 
-def _triplet_columns(header: list[str], source: str) -> dict[str, str]:
-    found = {}
-    for column, names in TRIPLET_HEADERS.items():
-        match = next((h for h in header if h in names), None)
-        if match is not None:
-            found[column] = match
-    # several hard negatives: negative_1..n (as `cftune mine` writes them), in their numeric order
-    numbered = [h for h in header if re.fullmatch(r"negative_[0-9]+", h)]
-    found |= {name: name for name in sorted(numbered, key=lambda h: int(h.split("_")[1]))}
-    for required in ("anchor", "positive"):
-        if required not in found:
-            raise DataFormatError(source, 1, f"no {required} column: expected one of "
-                                             f"{TRIPLET_HEADERS[required]}, found {header}")
+def _column_roles(header: list[str], source: str, form: TrainingFormat) -> dict[str, str]:
+    """role -> the file's column: as ``form.columns`` says, else by cftune's names, else (a file with none of
+    them) by position, as sentence-transformers takes a dataset's columns."""
+    if form.columns:
+        if missing := [column for column in form.columns.values() if column not in header]:
+            raise DataFormatError(source, 1, f"columns: no column {missing[0]!r} here; found {header}")
+        found = dict(form.columns)
+    else:
+        known = SCORED_HEADERS if form.scored else TRIPLET_HEADERS
+        found = {role: match for role, names in known.items()
+                 if (match := next((h for h in header if h in names), None)) is not None}
+        if not form.scored:  # several hard negatives: negative_1..n (as `cftune mine` writes them), in order
+            numbered = [h for h in header if re.fullmatch(r"negative_[0-9]+", h)]
+            found |= {name: name for name in sorted(numbered, key=lambda h: int(h.split("_")[1]))}
+        if not found and len(header) >= len(form.required):
+            roles = list(form.required) if form.scored else \
+                ["anchor", "positive"] + [f"negative_{i}" for i in range(1, len(header) - 1)]
+            found = dict(zip(roles, header, strict=False))
+            log.info("%s: none of cftune's column names; read by position as %s", source,
+                     ", ".join(f"{role}={column}" for role, column in found.items()))
+    for role in form.required:
+        if role not in found:
+            names = (SCORED_HEADERS if form.scored else TRIPLET_HEADERS)[role]
+            raise DataFormatError(source, 1, f"no {role} column: expected one of {names}, found {header} "
+                                             f"(name it with columns: {role}=COLUMN)")
     return found
 
 
@@ -278,55 +314,148 @@ def _json_object(line: str) -> dict | ValueError:
     return record if isinstance(record, dict) else ValueError(f"expected a JSON object, got {type(record).__name__}")
 
 
-def read_triplets(path: str | os.PathLike, *, skip_bad_rows: bool = False, max_rows: int | None = None) -> Triplets:
-    """Read (anchor, positive[, negative]) rows from CSV, JSONL or Parquet.
+def _role_value(role: str, value: object) -> str | float:
+    """A row's value for a role, checked: a non-empty text, or (score) a finite number."""
+    if role == "score":
+        try:
+            number = float(value)  # type: ignore[arg-type]  # a CSV's text, or a JSON number
+        except (TypeError, ValueError):
+            number = math.nan
+        if isinstance(value, bool) or not math.isfinite(number):
+            raise ValueError(f"score must be a number, got {value!r}")
+        return number
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"must be a non-empty text, got {value!r}")
+    return value
 
-    A bad row (undecodable, wrong field count, empty text) raises DataFormatError naming file and line, or,
-    with ``skip_bad_rows``, is dropped and reported in ``Triplets.skipped``.
+
+def read_triplets(path: str | os.PathLike | list[Path], *, form: TrainingFormat | None = None,
+                  skip_bad_rows: bool = False, max_rows: int | None = None) -> Triplets:
+    """Read training rows (see ``TrainingFormat``) from CSV, JSONL or Parquet files (several: one after another,
+    with the columns of the first).
+
+    A bad row (undecodable, wrong field count, empty text, a score that is not a number) raises DataFormatError
+    naming file and line, or, with ``skip_bad_rows``, is dropped and reported in ``Triplets.skipped``.
     """
-    path = Path(path)
-    if path.suffix not in TRIPLET_FORMATS:
-        raise DataFormatError(str(path), None, f"unknown training data format; expected {', '.join(TRIPLET_FORMATS)}")
-    if not path.is_file():
-        raise DataFormatError(str(path), None, "file not found")
-    columns: dict[str, list[str]] | None = None
+    form = form or TrainingFormat()
+    paths = [Path(p) for p in path] if isinstance(path, list) else [Path(path)]
+    for file in paths:
+        if file.suffix not in TRIPLET_FORMATS:
+            raise DataFormatError(str(file), None, "unknown training data format; expected "
+                                                   f"{', '.join(TRIPLET_FORMATS)}")
+        if not file.is_file():
+            raise DataFormatError(str(file), None, "file not found")
+    columns: dict[str, list] | None = None
     names: dict[str, str] = {}
     skipped = []
-    for line_no, row in _records(path):
-        if columns is None and isinstance(row, dict):
-            names = _triplet_columns(list(row), str(path))
-            columns = {column: [] for column in names}
-        try:
-            if isinstance(row, Exception):
-                raise ValueError(str(row))
-            texts = {column: row.get(header) for column, header in names.items()}
-            for column, text in texts.items():
-                if not isinstance(text, str) or not text.strip():
-                    raise ValueError(f"{column} ({names[column]}) must be a non-empty text, got {text!r}")
-        except ValueError as err:
-            if not skip_bad_rows:
-                raise DataFormatError(str(path), line_no, str(err)) from None
-            skipped.append(f"{path}:{line_no}: {err}")
+    for file in paths:
+        for line_no, row in _records(file):
+            if columns is None and isinstance(row, dict):
+                names = _column_roles(list(row), str(file), form)
+                columns = {role: [] for role in names}
+            try:
+                if isinstance(row, Exception):
+                    raise ValueError(str(row))
+                values = {}
+                for role, header in names.items():
+                    try:
+                        values[role] = _role_value(role, row.get(header))
+                    except ValueError as err:
+                        raise ValueError(f"{role} ({header}) {err}") from None
+            except ValueError as err:
+                if not skip_bad_rows:
+                    raise DataFormatError(str(file), line_no, str(err)) from None
+                skipped.append(f"{file}:{line_no}: {err}")
+                continue
+            assert columns is not None  # made from the first row that is a record, as this one is
+            for role, value in values.items():
+                columns[role].append(value)
+            if max_rows is not None and len(next(iter(columns.values()))) >= max_rows:
+                break
+        else:
             continue
-        assert columns is not None  # made from the first row that is a record, as this one is
-        for column, text in texts.items():
-            columns[column].append(text)
-        if max_rows is not None and len(columns["anchor"]) >= max_rows:
-            break
-    if not columns or not columns["anchor"]:
-        raise DataFormatError(str(path), None, "no training rows")
-    return Triplets(columns, str(path), skipped)
+        break  # max_rows reached
+    source = str(paths[0]) if len(paths) == 1 else f"{paths[0].parent} ({len(paths)} files)"
+    if not columns or not next(iter(columns.values())):
+        raise DataFormatError(source, None, "no training rows")
+    return Triplets(columns, source, skipped)
 
 
-def load_training_data(spec: str, data_dir: str | None = None, *, skip_bad_rows: bool = False,
-                       max_rows: int | None = None) -> Triplets:
-    """'nli' -> the SimCSE NLI triplets (local <data_dir>/nli/*.csv, else the hub file); else a file path."""
-    return read_triplets(training_file(spec, data_dir), skip_bad_rows=skip_bad_rows, max_rows=max_rows)
+def load_training_data(spec: str, data_dir: str | None = None, *, form: TrainingFormat | None = None,
+                       skip_bad_rows: bool = False, max_rows: int | None = None) -> Triplets:
+    """'nli' -> the SimCSE NLI triplets (local <data_dir>/nli/*.csv, else the hub file); a file; a dataset
+    folder or hub dataset id (``training_files``)."""
+    return read_triplets(training_files(spec, data_dir), form=form, skip_bad_rows=skip_bad_rows,
+                         max_rows=max_rows)
+
+
+LOCAL_DATA = "pass a local .csv/.jsonl/.parquet file or dataset folder instead"
+HUB_DATASET = re.compile(r"[\w.-]+/[\w.-]+(:[\w.-]+)?")  # org/name, or org/name:config
+
+
+def training_files(spec: str, data_dir: str | None = None, *, download: bool = True) -> list[Path]:
+    """The files ``load_training_data`` reads: a file; the training split of a dataset folder laid out as on
+    the hub (``dataset_split_files``); a hub dataset id (``org/name`` or ``org/name:config``: its files, fetched
+    once into the Hugging Face cache); or 'nli' (``training_file``)."""
+    path = Path(spec)
+    if spec == "nli" or path.is_file() or path.suffix in TRIPLET_FORMATS:
+        return [training_file(spec, data_dir, download=download)]
+    if path.is_dir():
+        return dataset_split_files(path, spec)
+    if not HUB_DATASET.fullmatch(spec):
+        raise DataFormatError(spec, None, "not found: expected nli, a .csv/.jsonl/.parquet file, a dataset folder "
+                                          "or a hub dataset id (org/name or org/name:config)")
+    repo, _, config = spec.partition(":")
+    return dataset_split_files(hub_dataset_folder(repo, config, download=download), spec, config)
+
+
+def hub_dataset_folder(repo: str, config: str = "", *, download: bool = True) -> Path:
+    """A hub dataset's data files, from the local cache or (``download``, online) fetched into it; a repo the
+    hub does not have, or one that cannot be fetched, is a one-line error."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    patterns = [f"{config + '/' if config else ''}**{suffix}" for suffix in TRIPLET_FORMATS] + \
+        [f"*{suffix}" for suffix in TRIPLET_FORMATS]
+    try:
+        return Path(snapshot_download(repo, repo_type="dataset", allow_patterns=patterns,
+                                      local_files_only=not download or constants.HF_HUB_OFFLINE))
+    except GatedRepoError:
+        raise DataFormatError(f"hub:{repo}", None, "gated on the Hugging Face hub: accept its terms on its page, "
+                                                   "then log in (`hf auth login` or $HF_TOKEN)") from None
+    except RepositoryNotFoundError:
+        raise DataFormatError(f"hub:{repo}", None, "no such dataset on the Hugging Face hub (check the spelling; a "
+                                                   "private one needs `hf auth login` or $HF_TOKEN)") from None
+    except LocalEntryNotFoundError as err:  # offline, or not asked to download, and not in the cache
+        if not download and not constants.HF_HUB_OFFLINE:
+            return Path(repo)  # fetched when training starts
+        raise _hub_failure(repo, err, LOCAL_DATA) from None
+    except (HfHubHTTPError, OSError) as err:  # a refusal, or no connection
+        raise _hub_failure(repo, err, LOCAL_DATA) from None
+
+
+def dataset_split_files(folder: Path, spec: str, config: str = "") -> list[Path]:
+    """A dataset folder's training files, as the hub lays them out: under ``config/`` if given; those named
+    train* (or in a train/ folder: ``data/train-00000-of-00002.parquet``, ``train.jsonl``), else the folder's
+    only data file."""
+    if not folder.is_dir():  # not fetched yet (checked before training, online)
+        return [folder]
+    root = folder / config if config else folder
+    files = sorted(f for f in root.rglob("*") if f.suffix in TRIPLET_FORMATS and f.is_file()
+                   and not any(part.startswith(".") for part in f.relative_to(folder).parts))
+    train = [f for f in files if re.match(r"train\b|train[-_.]", f.name) or "train" in f.relative_to(root).parts]
+    if train:
+        return train
+    if len(files) == 1:
+        return files
+    found = ", ".join(str(f.relative_to(folder)) for f in files[:5]) or "no .csv/.jsonl/.parquet files"
+    raise DataFormatError(spec, None, f"no training split: expected train*.parquet/.jsonl/.csv files (found {found})"
+                                      + ("; name a config with org/name:config" if not config else ""))
 
 
 def training_file(spec: str, data_dir: str | None = None, *, download: bool = True) -> Path:
-    """The file ``load_training_data`` reads; without ``download``, a hub file must be in the local cache
-    already when the hub is offline (a cheap check), and is not fetched."""
+    """'nli' -> the SimCSE NLI file (local, else the hub's); any other spec is a path. Without ``download``, a
+    hub file must be in the local cache already when the hub is offline (a cheap check), and is not fetched."""
     if spec != "nli":
         return Path(spec)
     root = existing_data_dir(data_dir)
@@ -348,13 +477,14 @@ def training_file(spec: str, data_dir: str | None = None, *, download: bool = Tr
         raise _hub_failure(f"{NLI_HUB[0]}/{NLI_HUB[1]}", err) from None
 
 
-def check_training_inputs(spec: str, data_dir: str | None, *, skip_bad_rows: bool, dev_set: bool) -> None:
-    """The training file's existence, format and columns (its first row), and the dev set's file, cheaply:
+def check_training_inputs(spec: str, data_dir: str | None, *, form: TrainingFormat | None = None,
+                          skip_bad_rows: bool, dev_set: bool) -> None:
+    """The training files' existence, format and columns (the first row), and the dev set's file, cheaply:
     before torch is imported or a model loads."""
-    path = training_file(spec, data_dir, download=False)
-    if path.is_file():
-        read_triplets(path, skip_bad_rows=skip_bad_rows, max_rows=1)
-    elif spec != "nli":
+    paths = training_files(spec, data_dir, download=False)
+    if all(path.is_file() for path in paths):
+        read_triplets(paths[:1], form=form, skip_bad_rows=skip_bad_rows, max_rows=1)
+    elif spec != "nli" and not HUB_DATASET.fullmatch(spec):
         raise DataFormatError(spec, None, "file not found")
     root = existing_data_dir(data_dir)
     if dev_set and root is not None and not (root / "sts" / "STSBenchmark.dev.jsonl").is_file():

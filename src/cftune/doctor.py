@@ -274,9 +274,10 @@ def doctor(*, data_dir: str | None = None, device: str | None = None, run_benchm
     out(f"  forward pass, batch {estimate.batch_size} x {estimate.tokens} tokens: {estimate.forward_s:.2f} s")
     out(f"  full STS pass (9 tasks): {format_duration(estimate.sts_pass_s)} with --prompt eol, "
         f"{format_duration(estimate.sts_pass_none_s)} with --prompt none")
+    steps = recipe.max_steps or 0  # the recipe gives its steps
     out(f"  training step ({estimate.batch_size} triplets): {format_duration(estimate.train_step_s)}; "
-        f"recipe cpu-gemma3-270m ({recipe.max_steps} steps of {recipe.batch_size}): "
-        f"{format_duration(estimate.train_step_s * recipe.max_steps * recipe.batch_size / estimate.batch_size)}")
+        f"recipe cpu-gemma3-270m ({steps} steps of {recipe.batch_size}): "
+        f"{format_duration(estimate.train_step_s * steps * recipe.batch_size / estimate.batch_size)}")
     out("  assumptions:")
     for line in estimate.assumptions():
         out(f"  - {line}")

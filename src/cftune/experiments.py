@@ -116,7 +116,8 @@ def train_stage(config: TrainConfig, run: Path, label: str = "") -> Stage:
     def run_training():
         train(config, run, resume=(run / "checkpoints").is_dir())  # continue a killed run
 
-    return Stage(f"fine-tune {label or config.model} ({config.max_steps} steps)",
+    length = f"{config.max_steps} steps" if config.max_steps else f"{config.epochs:g} epochs"
+    return Stage(f"fine-tune {label or config.model} ({length})",
                  (run / "train_summary.json").exists, run_training)
 
 

@@ -348,7 +348,8 @@ def load_embedder(
         model: alias (see ``ALIASES``), hub id, local HF folder, ``.gguf`` file or sentence-transformers folder.
         adapter: optional PEFT (LoRA) adapter folder to apply on top.
         prompt: ``none``, ``eol`` or a template with ``{text}``; decoders only. ``None`` keeps a saved
-            model's prompt (and means ``none`` for a raw LM).
+            model's prompt (and means ``none`` for a raw LM); ``auto`` keeps a saved model's prompt and gives
+            a raw decoder LM ``eol`` (what training uses by default).
         pooling: one of ``POOLINGS`` for a raw decoder LM (default ``lasttoken``, the paper's); a saved
             embedder keeps its own, and asking it for another one is an error.
         attention: ``causal`` (default) or ``bidirectional`` for a raw decoder LM; as ``pooling`` otherwise.
@@ -386,19 +387,20 @@ def load_embedder(
     if is_sentence_transformers_model(source):
         embedder = SentenceTransformer(source, device=device, trust_remote_code=trust_remote_code)
         _check_saved_design(embedder, source, design)
-        if prompt is not None:
+        if prompt not in (None, "auto"):
             set_prompt(embedder, prompt)
     else:
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
         if is_decoder(config):
+            prompt = "eol" if prompt == "auto" else prompt
             embedder = _decoder_embedder(source, config, prompt, pooling or "lasttoken", attention or "causal",
                                          layers or 0, pooled_layers or 1, include_prompt is not False,
                                          trust_remote_code, device)
         else:
             embedder = SentenceTransformer(source, device=device, trust_remote_code=trust_remote_code)
-            set_prompt(embedder, prompt)
+            set_prompt(embedder, None if prompt == "auto" else prompt)
             _check_saved_design(embedder, source, design)
     if adapter is not None:
         check_adapter(adapter)

@@ -22,7 +22,17 @@ import torch
 import yaml
 from transformers import TrainerCallback
 
-from cftune.config import ConfigError, TrainConfig, check_trackers_installed, config_to_dict, validate
+from cftune.config import (
+    ConfigError,
+    TrainConfig,
+    check_trackers_installed,
+    config_to_dict,
+    scored_pairs,
+    training_format,
+    training_steps,
+    validate,
+    warmup_steps,
+)
 from cftune.data import load_sts_dev, load_training_data
 from cftune.io import (
     FolderLock,
@@ -74,11 +84,17 @@ def build_loss(model, config: TrainConfig, world_size: int = 1, distillation=Non
     arXiv 2205.13147) adds the same loss on the vectors cut to each of those leading dimensions.
     """
     from sentence_transformers.sentence_transformer.losses import (
+        AnglELoss,
         CachedMultipleNegativesRankingLoss,
+        CoSENTLoss,
         MatryoshkaLoss,
         MultipleNegativesRankingLoss,
     )
 
+    if scored_pairs(config):  # CoSENT (Su 2022) or AnglE (Li & Li 2023, arXiv 2309.12871) on scored pairs
+        scored = CoSENTLoss(model) if config.loss == "cosent" else AnglELoss(model)
+        return MatryoshkaLoss(model, scored, sorted(config.matryoshka_dims, reverse=True)) \
+            if config.matryoshka_dims else scored
     kwargs: dict[str, Any] = {"scale": 1.0 / config.temperature, "gather_across_devices": world_size > 1}
     if config.hardness:
         kwargs |= {"hardness_mode": "hard_negatives" if config.hard_negatives else "in_batch_negatives",
@@ -268,8 +284,8 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
     check_trackers_installed(config.report_to)
     out = Path(out)
     check_run_target(out, config, resume)
-    triplets = load_training_data(config.data, config.data_dir, skip_bad_rows=config.skip_bad_rows,
-                                  max_rows=config.max_rows)
+    triplets = load_training_data(config.data, config.data_dir, form=training_format(config),
+                                  skip_bad_rows=config.skip_bad_rows, max_rows=config.max_rows)
     if triplets.skipped:
         log.warning("skipped %d bad rows of %s:\n  %s", len(triplets.skipped), triplets.source,
                     "\n  ".join(triplets.skipped))
@@ -278,34 +294,42 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
         columns = {name: texts for name, texts in columns.items() if not name.startswith("negative")}
     # every process needs a full batch (the last partial one is dropped): fewer rows would train nothing
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rows = len(columns["anchor"])
+    rows = len(triplets)
     if rows < config.batch_size * world_size:
         raise ConfigError(f"{triplets.source}: {rows} usable rows (after max_rows and skipped bad "
                           f"rows), fewer than one batch: batch_size={config.batch_size}"
                           + (f" x {world_size} processes" if world_size > 1 else ""))
+    steps = training_steps(config, rows, world_size)
+    warmup = warmup_steps(config, steps)
+    if warmup >= steps:
+        log.warning("warmup_steps=%d is not fewer than the run's %d steps: the learning rate never reaches %g "
+                    "(leave warmup_steps out for warmup_ratio=%g of the steps)", warmup, steps,
+                    config.learning_rate, config.warmup_ratio)
     dev = load_sts_dev(config.data_dir) if config.eval_steps > 0 else None  # short runs skip the dev set
     if config.teacher:
         check_teacher(config.teacher, config.teacher_prompt)
     one_writer = FolderLock(out) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
     with one_writer:
         try:
-            return _train_in(out, config, resume, triplets, columns, dev, callbacks)
+            return _train_in(out, config, resume, triplets, columns, dev, callbacks, (steps, warmup))
         except (OSError, RuntimeError) as err:
             if is_disk_full(err):
                 raise disk_full_error(out, "continue with --resume (complete checkpoints are kept)") from err
             raise
 
 
-def _train_in(out: Path, config: TrainConfig, resume: bool, triplets, columns: dict[str, list[str]], dev,
-              callbacks: tuple) -> Path:
-    """The training itself, in a run folder this process holds; ``columns``: the training texts by column."""
+def _train_in(out: Path, config: TrainConfig, resume: bool, triplets, columns: dict[str, list], dev,
+              callbacks: tuple, schedule: tuple[int, int]) -> Path:
+    """The training itself, in a run folder this process holds; ``columns``: the training rows by column;
+    ``schedule``: (steps, warm-up steps)."""
     import datasets
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
     from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
 
     mark_run_folder(out)
-    checkpoint = last_complete_checkpoint(out, config.max_steps) if resume else None
+    steps, warmup = schedule
+    checkpoint = last_complete_checkpoint(out, steps) if resume else None
     if resume and checkpoint is None:
         log.warning("--resume: no checkpoint in %s, starting from scratch", out / "checkpoints")
     resume_from = str(checkpoint) if checkpoint else None
@@ -323,8 +347,8 @@ def _train_in(out: Path, config: TrainConfig, resume: bool, triplets, columns: d
         distillation = distill.prepare(config, columns)
         teacher_seconds = time.perf_counter() - started
         train_dataset = train_dataset.add_column("label", list(range(len(train_dataset))))  # row -> its vectors
-    log.info("training on %d rows of %s (columns %s)", len(train_dataset), triplets.source,
-             train_dataset.column_names)
+    log.info("training on %d rows of %s (columns %s): %d steps of %d, %d of them warm-up", len(train_dataset),
+             triplets.source, train_dataset.column_names, steps, config.batch_size, warmup)
 
     torch.manual_seed(config.seed)
     model = load_embedder(config.model, prompt=config.prompt, pooling=config.pooling, attention=config.attention,
@@ -332,7 +356,7 @@ def _train_in(out: Path, config: TrainConfig, resume: bool, triplets, columns: d
                           include_prompt=config.include_prompt)
     model.max_seq_length = config.max_length
     model.model_card_data.add_tags("cftune")
-    column_prompts = search_prompts(model, config, list(columns))
+    column_prompts = search_prompts(model, config, [c for c in columns if c != "score"])
     projection = False  # a fitted map into the teacher's space, for embedding distillation across sizes
     if distillation is not None:
         projection = distill.add_projection(model, distillation, columns, config)
@@ -356,10 +380,10 @@ def _train_in(out: Path, config: TrainConfig, resume: bool, triplets, columns: d
     args = SentenceTransformerTrainingArguments(
         output_dir=str(out / "checkpoints"),
         prompts=column_prompts or None,
-        max_steps=config.max_steps,
+        max_steps=steps,
         per_device_train_batch_size=config.batch_size,
         learning_rate=config.learning_rate,
-        warmup_steps=config.warmup_steps,
+        warmup_steps=warmup,
         weight_decay=config.weight_decay,
         lr_scheduler_type="cosine",
         bf16=bf16,
@@ -397,6 +421,7 @@ def _train_in(out: Path, config: TrainConfig, resume: bool, triplets, columns: d
         best = trainer.state.best_metric
         summary = {"best_dev_spearman_x100": None if best is None else best * 100,
                    "best_checkpoint": trainer.state.best_model_checkpoint, "steps": trainer.state.global_step,
+                   "warmup_steps": warmup,
                    "rows": len(train_dataset), "skipped_rows": len(triplets.skipped), "data": triplets.source,
                    "skipped": triplets.skipped,
                    # of this invocation only: a resumed run's earlier part is not counted
