@@ -53,3 +53,33 @@ def test_mine_refuses_a_bad_out_or_input_before_the_model_loads(tmp_path, capsys
     (tmp_path / "bad.csv").write_text("question\na\n")  # one column: not even a pair by position
     assert main(["mine", "--input", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "m.csv")]) == 2
     assert "no anchor column" in capsys.readouterr().err
+
+
+def test_a_search_model_mines_with_its_query_and_document_prompts(tmp_path, capsys):
+    from cftune.models import set_named_prompts
+
+    model = load_embedder("minilm-l6")
+    set_named_prompts(model, {"query": "question about: ", "document": "unrelated filler words before it: "})
+    model.save(str(tmp_path / "search-model"))
+    pairs = tmp_path / "pairs.csv"
+    with pairs.open("w", newline="") as handle:
+        csv.writer(handle).writerows([("anchor", "positive"), *((a, p) for a, p, _ in TRIPLETS[:40])])
+    settings = ["--input", str(pairs), "--negatives", "1", "--range-min", "0", "--range-max", "8", "--margin", "0.05",
+                "--absolute-margin", "--precision", "float32"]
+    assert main(["mine", "--model", str(tmp_path / "search-model"), "--out", str(tmp_path / "m.csv"), *settings]) == 0
+    assert "anchors embedded with the model's 'query' prompt, candidates with its 'document' prompt" in \
+        capsys.readouterr().out
+    assert main(["mine", "--model", "minilm-l6", "--out", str(tmp_path / "plain.csv"), *settings]) == 0
+    mined, plain = read_triplets(tmp_path / "m.csv"), read_triplets(tmp_path / "plain.csv")
+    assert mined.columns != plain.columns  # the prompts changed what was found
+
+    # the margin holds as the model is used: anchors as queries, candidates as documents
+    saved = load_embedder(str(tmp_path / "search-model"))
+
+    def embedded(texts, name):
+        return torch.nn.functional.normalize(encode(saved, texts, precision="float32", prompt_name=name), dim=-1)
+
+    anchors = embedded(mined.columns["anchor"], "query")
+    own = (anchors * embedded(mined.columns["positive"], "document")).sum(-1)
+    negative = (anchors * embedded(mined.columns["negative_1"], "document")).sum(-1)
+    assert bool((negative <= own - 0.05 + 1e-4).all())

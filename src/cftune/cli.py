@@ -184,6 +184,9 @@ def _mine(args: argparse.Namespace) -> None:
     summary = mine(load_model(args), args.input, args.out, negatives=args.negatives, range_min=args.range_min,
                    range_max=args.range_max, margin=args.margin, relative=not args.absolute_margin,
                    sampling=args.sampling, batch_size=args.batch_size, precision=args.precision)
+    if any(summary.prompts):
+        print(f"anchors embedded with the model's {summary.prompts[0]!r} prompt, candidates with its "
+              f"{summary.prompts[1]!r} prompt")
     print(f"wrote {summary.out}: {summary.rows} rows with {summary.negatives} hard negatives each; "
           f"{summary.skipped} pairs skipped (fewer than {summary.negatives} candidates passed the guards) "
           f"in {summary.seconds:.1f} s (train on it: cftune train --data {summary.out})")

@@ -3,8 +3,9 @@
 The search and the guards against false negatives are sentence-transformers' ``mine_hard_negatives``: each
 anchor's nearest texts among all positives, skipping the closest ``range_min`` (likely paraphrases, so
 unmarked positives), looking no further than ``range_max``, and keeping only candidates at least
-``margin`` below the anchor's own positive (NV-Retriever's TopK-PercPos when relative). The result is a
-``anchor, positive, negative_1..n`` file that ``cftune train --data`` takes.
+``margin`` below the anchor's own positive (NV-Retriever's TopK-PercPos when relative). A model with named
+``query`` and ``document`` prompts embeds the anchors as queries and the candidates as documents, as it will be
+used. The result is a ``anchor, positive, negative_1..n`` file that ``cftune train --data`` takes.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class MiningSummary:
     skipped: int  # pairs for which fewer than ``negatives`` candidates passed the guards
     negatives: int
     seconds: float
+    prompts: tuple[str | None, str | None] = (None, None)  # the named prompts of anchors and candidates
 
 
 def check_mined_output(out: str | os.PathLike) -> Path:
@@ -64,18 +66,22 @@ def mine(model: SentenceTransformer, pairs_path: str | os.PathLike, out: str | o
                           f"top or random; got {negatives}, {range_min}, {range_max}, {margin}, {sampling!r}")
     pairs = read_triplets(pairs_path)
     dataset = Dataset.from_dict({"anchor": pairs.columns["anchor"], "positive": pairs.columns["positive"]})
+    # a search model's own prompts, as sentence-transformers' encode_query / encode_document would put them
+    prompts = ("query" if "query" in model.prompts else None, "document" if "document" in model.prompts else None)
     started = time.perf_counter()
     with autocast(effective_precision(model, precision), model.device):
         mined = mine_hard_negatives(
             dataset, model, anchor_column_name="anchor", positive_column_name="positive", range_min=range_min,
             range_max=range_max, num_negatives=negatives, sampling_strategy=sampling,
             relative_margin=margin if relative else None, absolute_margin=None if relative else margin,
-            output_format="n-tuple", batch_size=batch_size, verbose=False)
+            query_prompt_name=prompts[0], corpus_prompt_name=prompts[1], output_format="n-tuple",
+            batch_size=batch_size, verbose=False)
     rows = mined.to_list()
     with atomic_file(out) as tmp:
         _write_rows(tmp, out.suffix, ["anchor", "positive", *(f"negative_{i}" for i in range(1, negatives + 1))],
                     rows)
-    summary = MiningSummary(out, len(rows), len(dataset) - len(rows), negatives, time.perf_counter() - started)
+    summary = MiningSummary(out, len(rows), len(dataset) - len(rows), negatives, time.perf_counter() - started,
+                            prompts)
     log.info("mined %d rows with %d negatives each into %s; %d pairs had too few candidates", summary.rows,
              negatives, out, summary.skipped)
     return summary

@@ -33,7 +33,7 @@ from cftune.config import (
     validate,
     warmup_steps,
 )
-from cftune.data import load_sts_dev, load_training_data
+from cftune.data import existing_data_dir, load_sts_dev, load_training_data
 from cftune.io import (
     FolderLock,
     disk_full_error,
@@ -273,6 +273,31 @@ def search_prompts(model, config: TrainConfig, columns: list[str]) -> dict[str, 
     return {column: full.get("query" if column == "anchor" else "document", prefix) for column in columns}
 
 
+def data_origin(config: TrainConfig, source: str) -> dict[str, str]:
+    """How a model card names the training data: by hub id where it came from the hub."""
+    from cftune.data import HUB_DATASET, NLI_HUB
+
+    if config.data == "nli":
+        local = existing_data_dir(config.data_dir) is not None  # a stand-in is not the hub's data: no id
+        return {"name": "SimCSE NLI triplets"} | ({} if local else {"id": NLI_HUB[0]})
+    if HUB_DATASET.fullmatch(config.data) and not Path(config.data).exists():
+        return {"name": config.data, "id": config.data.partition(":")[0]}
+    return {"name": Path(source).name}
+
+
+def describe_origin(model, config: TrainConfig, source: str) -> None:
+    """The model card's metadata (the hub reads it): the base model's hub id, and the training data by hub id
+    where it came from the hub. Set after training, on the entry the trainer filled in with what it saw."""
+    from cftune.aliases import hub_id_of
+
+    card = model.model_card_data
+    card.base_model = hub_id_of(config.model)
+    origin = data_origin(config, source)
+    for entry in card.train_datasets:
+        entry.update(origin)
+    card.datasets = [origin["id"]] if "id" in origin else []  # the metadata's list of hub ids
+
+
 def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbacks: tuple = ()) -> Path:
     """Fine-tune ``config.model`` on triplets; returns the run folder holding the best model.
 
@@ -416,6 +441,7 @@ def _train_in(out: Path, config: TrainConfig, resume: bool, triplets, columns: d
     trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.perf_counter() - started
     if trainer.is_world_process_zero():
+        describe_origin(model, config, triplets.source)
         model.save(str(out))  # best (or, without dev set, last) checkpoint: adapter + template + pooling
         plot_training_curve(out / "train_log.jsonl", out / "training_curve.png")
         best = trainer.state.best_metric
