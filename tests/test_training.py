@@ -349,3 +349,28 @@ def test_the_model_card_names_the_base_model_and_data_by_hub_id(tiny_models, nli
     run = train(config, tmp_path / "from-hub")
     metadata = (run / "README.md").read_text().split("---")[1]
     assert "base_model: google/gemma-3-270m" in metadata and "datasets:\n- o/all-nli\n" in metadata, metadata
+
+
+def test_export_in_bf16_or_fp16_halves_the_folder_and_embeds_as_cftune_does(tiny_models, nli_dir, tmp_path):
+    from cftune.cli import main
+
+    run = train(tiny_config(tiny_models, nli_dir, max_steps=2, eval_steps=0, save_steps=2), tmp_path / "run")
+    texts = [t[0] for t in TRIPLETS[:6]]
+    full = tmp_path / "fp32"
+    assert main(["export", str(run), "--merge", "--out", str(full)]) == 0
+    reference = SentenceTransformer(str(full)).encode(texts)
+    size = (full / "model.safetensors").stat().st_size
+    for dtype, torch_dtype in [("bf16", torch.bfloat16), ("fp16", torch.float16)]:
+        out = tmp_path / dtype
+        assert main(["export", str(run), "--merge", "--dtype", dtype, "--out", str(out)]) == 0
+        weights = load_file(out / "model.safetensors")
+        assert {t.dtype for t in weights.values()} == {torch_dtype}
+        assert (out / "model.safetensors").stat().st_size < 0.55 * size
+        plain = SentenceTransformer(str(out))  # loads in the type it was saved in, as cftune does
+        assert next(plain.parameters()).dtype == torch_dtype
+        vectors = plain.encode(texts)
+        # cftune's encode of the same folder autocasts, so norms and softmax run in fp32: equal to bf16 rounding
+        np.testing.assert_allclose(encode(load_embedder(str(out)), texts, precision="auto").numpy(), vectors,
+                                   atol=2e-2)
+        cosines = (vectors * reference).sum(1) / np.linalg.norm(vectors, axis=1) / np.linalg.norm(reference, axis=1)
+        assert cosines.min() > 0.99, cosines

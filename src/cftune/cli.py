@@ -144,7 +144,7 @@ def _export(args: argparse.Namespace) -> None:
     check_export_target(Path(args.run_dir), Path(args.out), args.overwrite)
     from cftune.training import export
 
-    print(f"wrote {export(args.run_dir, args.out, merge=args.merge, overwrite=args.overwrite)}")
+    print(f"wrote {export(args.run_dir, args.out, merge=args.merge, overwrite=args.overwrite, dtype=args.dtype)}")
 
 
 def _push(args: argparse.Namespace) -> None:
@@ -398,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex = commands.add_parser("export", help="a trained run -> standalone sentence-transformers folder")
     ex.add_argument("run_dir", help="run folder written by cftune train")
     ex.add_argument("--merge", action="store_true", help="merge LoRA into the weights (no peft needed to load)")
+    ex.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
+                    help="the weights' type on disk: bf16 or fp16 halve the folder; it then loads and runs in "
+                         "that type (default: fp32)")
     ex.add_argument("--out", required=True, help="new folder, or an earlier export (replaced atomically)")
     ex.add_argument("--overwrite", action="store_true",
                     help="replace --out even when it holds something other than a cftune export")

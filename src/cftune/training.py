@@ -461,17 +461,26 @@ def _train_in(out: Path, config: TrainConfig, resume: bool, triplets, columns: d
     return out
 
 
-def export(run: str | Path, out: str | Path, *, merge: bool = False, overwrite: bool = False) -> Path:
+EXPORT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def export(run: str | Path, out: str | Path, *, merge: bool = False, overwrite: bool = False,
+           dtype: str = "fp32") -> Path:
     """A trained run -> a standalone sentence-transformers folder (adapter kept, or merged into the weights).
 
-    The folder is written beside ``out`` and swapped in, so an interrupted export leaves ``out`` as it was.
+    ``dtype``: the weights' type on disk, ``fp32``, ``bf16`` or ``fp16`` (half the size; the folder then loads
+    and runs in that type, as transformers loads a model in the type its config names). The folder is written
+    beside ``out`` and swapped in, so an interrupted export leaves ``out`` as it was.
     """
     run, out = Path(run), Path(out)
+    if dtype not in EXPORT_DTYPES:
+        raise ConfigError(f"export dtype must be one of {', '.join(EXPORT_DTYPES)}, got {dtype!r}")
     check_export_target(run, out, overwrite)  # before the model loads
     model = load_embedder(str(run))
     if merge:
         if not merge_lora(model):
             raise ConfigError(f"{run} has no LoRA adapter to merge")
+    model.to(EXPORT_DTYPES[dtype])
 
     section = model_card_section_of(run)  # the model's save writes a fresh sentence-transformers card
 
@@ -479,6 +488,7 @@ def export(run: str | Path, out: str | Path, *, merge: bool = False, overwrite: 
         model.save(str(folder))
         if section:
             write_model_card_section(folder, section)
-        write_atomic(folder / EXPORT_MARK, json.dumps({"run": str(run.resolve()), "merged": merge}) + "\n")
+        write_atomic(folder / EXPORT_MARK, json.dumps({"run": str(run.resolve()), "merged": merge,
+                                                       "dtype": dtype}) + "\n")
 
     return replace_folder_atomically(out, write)
