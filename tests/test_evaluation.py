@@ -157,3 +157,25 @@ def test_bad_retrieval_files_are_named_before_the_model_loads(tmp_path, capsys, 
     (bad / "queries.jsonl").write_text('{"_id": "q0", "text": "fine"}\n{"_id": "q1"}\n')
     assert main(["eval", "--tasks", "none", "--retrieval", str(bad)]) == 2
     assert f"{bad / 'queries.jsonl'}:2: expected" in capsys.readouterr().err
+
+
+def test_eval_writes_results_that_mteb_itself_reads(tiny_models, sts_dir, tmp_path, capsys):
+    import hashlib
+    import json
+
+    mteb = pytest.importorskip("mteb")  # in the test extra; the format is MTEB's own reader's to judge
+    model = str(tiny_models["qwen2"])
+    assert main(["eval", "--model", model, "--tasks", "STS12,BIOSSES", "--data-dir", str(sts_dir),
+                 "--out", str(tmp_path / "r"), "--mteb-format", str(tmp_path / "mteb")]) == 0
+    ours = json.loads((tmp_path / "r.json").read_text())["scores"]
+    folder = tmp_path / "mteb" / model.strip("/").replace("/", "__") / "no_revision_available"
+    assert sorted(p.name for p in folder.iterdir()) == ["BIOSSES.json", "STS12.json"]
+    for task in ("STS12", "BIOSSES"):
+        result = mteb.TaskResult.from_disk(folder / f"{task}.json")
+        assert result.task_name == task
+        assert result.get_score() == pytest.approx(ours[task] / 100)
+        sha = hashlib.sha256((sts_dir / "sts" / f"{task}.jsonl").read_bytes()).hexdigest()
+        assert result.dataset_revision == f"local:sha256:{sha}"  # not MTEB's download: said so
+    assert main(["eval", "--model", model, "--tasks", "STS12", "--dim", "8,16", "--data-dir", str(sts_dir),
+                 "--mteb-format", str(tmp_path / "m2")]) == 2
+    assert "--mteb-format writes STS scores at one vector length" in capsys.readouterr().err

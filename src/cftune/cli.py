@@ -18,7 +18,7 @@ from cftune.errors import CftuneError, ConfigError
 def _eval(args: argparse.Namespace) -> None:
     from cftune.data import check_sts_inputs, load_retrieval_set
     from cftune.io import check_output_file
-    from cftune.reports import report_file
+    from cftune.reports import mteb_result_file, report_file
 
     sts = args.tasks != "none"
     if sts:
@@ -28,6 +28,11 @@ def _eval(args: argparse.Namespace) -> None:
     dimensions = parse_dimensions(args.dim) or [None]
     if args.retrieval and len(dimensions) > 1:
         raise ConfigError("--dim with --retrieval takes one vector length (search is scored at one length)")
+    if args.mteb_format and (not sts or len(dimensions) > 1):
+        raise ConfigError("--mteb-format writes STS scores at one vector length: give --tasks and at most one "
+                          "--dim")
+    for task in check_sts_inputs(args.tasks, args.data_dir) if args.mteb_format else ():
+        check_output_file(mteb_result_file(args.mteb_format, args.model, task.name))
     if args.out:  # the files the reports will write
         suffixes = [".json", ".md"] + ([".png"] if len(dimensions) > 1 else []) if sts else []
         for suffix in suffixes + ([".retrieval.json", ".retrieval.md"] if args.retrieval else []):
@@ -58,7 +63,7 @@ def _eval_retrieval(args: argparse.Namespace, model, dimension: int | None) -> N
 def _eval_sts(args: argparse.Namespace, model, dimensions: list[int | None]) -> None:
     from cftune.evaluation import evaluate_sts_dimensions
     from cftune.io import machine
-    from cftune.reports import sts_table, write_dimensions_report, write_sts_report
+    from cftune.reports import sts_table, write_dimensions_report, write_mteb_results, write_sts_report
 
     started = time.perf_counter()
     results = evaluate_sts_dimensions(model, args.tasks, dimensions, data_dir=args.data_dir,
@@ -72,6 +77,8 @@ def _eval_sts(args: argparse.Namespace, model, dimensions: list[int | None]) -> 
     if len(results) == 1:
         print(sts_table(results[0]))
         written = write_sts_report(results[0], args.out) if args.out else ()
+        if args.mteb_format:
+            written = (*written, *write_mteb_results(results[0], args.mteb_format, args.model))
     else:  # one pass, several vector lengths: a table with a row per length, and a plot
         written = write_dimensions_report(results, args.out) if args.out else ()
         for result in results:
@@ -349,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "nDCG@10, MRR@10, recall@100")
     ev.add_argument("--data-dir", help="folder with sts/<TASK>.jsonl (default: $CFTUNE_DATA_DIR, else the hub)")
     ev.add_argument("--out", help="write OUT.json and OUT.md, e.g. results/NAME")
+    ev.add_argument("--mteb-format", metavar="DIR", help="also write MTEB's result files, "
+                    "DIR/MODEL/no_revision_available/TASK.json (what mteb.load_results reads)")
     ev.add_argument("--batch-size", type=int_in(1), default=32, help="32 is fastest on a 2-core CPU (measured)")
     ev.add_argument("--dim", help="score the vectors cut to their first N numbers (Matryoshka models); a comma "
                                   "list scores each length from one encoding pass, e.g. 640,256,128,64")

@@ -27,6 +27,7 @@ class StsTask:
     hub_id: str
     hub_subset: str | None = None
     split: str = "test"
+    revision: str | None = None  # MTEB's pinned revision of the hub dataset (what MTEB's results are on)
 
     @property
     def local_file(self) -> str:
@@ -37,15 +38,16 @@ class StsTask:
 STS_TASKS: dict[str, StsTask] = {
     task.name: task
     for task in [
-        StsTask("STS12", "mteb/sts12-sts"),
-        StsTask("STS13", "mteb/sts13-sts"),
-        StsTask("STS14", "mteb/sts14-sts"),
-        StsTask("STS15", "mteb/sts15-sts"),
-        StsTask("STS16", "mteb/sts16-sts"),
-        StsTask("STS17", "mteb/sts17-crosslingual-sts", hub_subset="en-en"),
-        StsTask("STSBenchmark", "mteb/stsbenchmark-sts"),
-        StsTask("BIOSSES", "mteb/biosses-sts"),
-        StsTask("SICK-R", "mteb/sickr-sts"),
+        StsTask("STS12", "mteb/sts12-sts", revision="a0d554a64d88156834ff5ae9920b964011b16384"),
+        StsTask("STS13", "mteb/sts13-sts", revision="7e90230a92c190f1bf69ae9002b8cea547a64cca"),
+        StsTask("STS14", "mteb/sts14-sts", revision="6031580fec1f6af667f0bd2da0a551cf4f0b2375"),
+        StsTask("STS15", "mteb/sts15-sts", revision="ae752c7c21bf194d8b67fd573edf7ae58183cbe3"),
+        StsTask("STS16", "mteb/sts16-sts", revision="4d8694f8f0e0100860b497b999b3dbed754a0513"),
+        StsTask("STS17", "mteb/sts17-crosslingual-sts", hub_subset="en-en",
+                revision="faeb762787bd10488a50c8b5be4a3b82e411949c"),
+        StsTask("STSBenchmark", "mteb/stsbenchmark-sts", revision="b0fddb56ed78048fa8b90373c8a3cfc37b684831"),
+        StsTask("BIOSSES", "mteb/biosses-sts", revision="d3fb88f8f02e40887cd149695127462bbcf29b4a"),
+        StsTask("SICK-R", "mteb/sickr-sts", revision="20a6d6f312dd54037fe07a32d58e5e168867909d"),
     ]
 }
 
@@ -168,7 +170,7 @@ def load_sts_task(task: StsTask, data_dir: Path | None) -> StsPairs:
 
     source = f"hub:{task.hub_id}" + (f"/{task.hub_subset}" if task.hub_subset else "")
     try:
-        dataset = datasets.load_dataset(task.hub_id, task.hub_subset, split=task.split)
+        dataset = datasets.load_dataset(task.hub_id, task.hub_subset, split=task.split, revision=task.revision)
     except (OSError, ConnectionError, datasets.exceptions.DatasetNotFoundError) as err:
         raise _hub_failure(source[4:], err) from None
     return _pairs(task.name, source, [_check_row(row, source, i) for i, row in enumerate(dataset, start=1)])

@@ -56,6 +56,41 @@ def write_sts_report(result: StsResult, out: str | os.PathLike) -> tuple[Path, P
     return json_path, md_path
 
 
+def mteb_task_result(result: StsResult, task: str) -> dict:
+    """One task's score in MTEB's result file format (``<TaskName>.json``, as ``mteb.load_results`` reads it).
+
+    cftune scores Spearman of the cosine similarity only, so the scores are ``cosine_spearman`` and MTEB's
+    aliases of it (``spearman``, ``main_score``), as fractions. ``dataset_revision`` is MTEB's pinned revision
+    when the pairs came from the hub (cftune loads that revision), else ``local:`` and the file's sha256, so a
+    reader sees the data was not MTEB's download. ``evaluation_time`` is the one encoding pass of all the tasks.
+    """
+    from cftune.io import file_sha256
+
+    spec, source = STS_TASKS[task], result.sources[task]
+    revision = spec.revision if source.startswith("hub:") else f"local:sha256:{file_sha256(Path(source))}"
+    score = result.scores[task] / 100
+    return {"dataset_revision": revision, "task_name": task, "mteb_version": None,
+            "scores": {spec.split: [{"cosine_spearman": score, "spearman": score, "main_score": score,
+                                     "hf_subset": spec.hub_subset or "default", "languages": ["eng-Latn"]}]},
+            "evaluation_time": result.meta.get("eval_seconds"), "kg_co2_emissions": None}
+
+
+def mteb_result_file(folder: str | os.PathLike, model: str, task: str) -> Path:
+    """MTEB's results layout: ``folder/<model, / as __>/no_revision_available/<TaskName>.json``."""
+    return Path(folder) / model.strip("/").replace("/", "__") / "no_revision_available" / f"{task}.json"
+
+
+def write_mteb_results(result: StsResult, folder: str | os.PathLike, model: str) -> list[Path]:
+    """A file per task in MTEB's layout (a folder of several models' results, as MTEB keeps them)."""
+    written = []
+    for task in result.scores:
+        path = mteb_result_file(folder, model, task)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps(mteb_task_result(result, task), indent=2) + "\n")
+        written.append(path)
+    return written
+
+
 def dimensions_markdown(results: Sequence[StsResult]) -> str:
     """One model's STS scores with its vectors cut to several lengths: a row per length."""
     meta, tasks = results[0].meta, list(results[0].scores)
