@@ -433,8 +433,15 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_the_run_resumes(tiny_mo
     assert summary["steps"] == 12 and summary["resumed_from"].endswith("checkpoint-4")
 
 
-def test_text_settings_keep_their_spaces_from_set_yaml_and_flags(tmp_path):
+def test_text_settings_keep_their_spaces_from_set_yaml_and_flags(tmp_path, tiny_models, nli_dir, monkeypatch):
     """--set query_prompt="query: " must not become "query:" (the model would read "query:What ...")."""
+    from cftune.cli import main
+
+    asked = []  # what `cftune train` hands the trainer, from its flags and --set
+    monkeypatch.setattr("cftune.training.train", lambda config, out, resume: asked.append(config) or Path(out))
+    assert main(["train", "--model", str(tiny_models["llama"]), "--prompt", "  Query: {text} ", "--set",
+                 "query_prompt=query: ", "--data-dir", str(nli_dir), "--out", str(tmp_path / "run")]) == 0
+    assert (asked[0].prompt, asked[0].query_prompt) == ("  Query: {text} ", "query: ")
     assert load_config(overrides=["query_prompt=query: ", "document_prompt=passage: "]).query_prompt == "query: "
     recipe = tmp_path / "r.yaml"
     recipe.write_text('query_prompt: "query: "\nmax_steps: 5\n')
