@@ -39,6 +39,8 @@ def _eval(args: argparse.Namespace) -> None:
             check_output_file(report_file(args.out, suffix))
     check_model_arguments(args)
     model = load_model(args)
+    if args.max_length:
+        model.max_seq_length = args.max_length
     if sts:
         _eval_sts(args, model, dimensions)
     if args.retrieval:
@@ -145,6 +147,16 @@ def _teacher_cache(args: argparse.Namespace) -> None:
           f"{time.perf_counter() - started:.0f} s)")
 
 
+def _split_queries(args: argparse.Namespace) -> None:
+    from cftune.data import SPLIT_MARK, split_queries
+    from cftune.io import check_output_folder
+
+    check_output_folder(args.out, ours=lambda folder: (folder / SPLIT_MARK).is_file())
+    out = split_queries(args.folder, args.out, dev=args.dev, seed=args.seed)
+    print(f"wrote {out}: qrels/train.tsv and qrels/dev.tsv ({args.dev} dev queries); train with "
+          f"--data {out}, score with eval --retrieval {out}/qrels/dev.tsv")
+
+
 def _export(args: argparse.Namespace) -> None:
     from cftune.runs import check_export_target
 
@@ -180,11 +192,11 @@ def _ablate(args: argparse.Namespace) -> None:
 
 
 def _mine(args: argparse.Namespace) -> None:
-    from cftune.data import read_triplets
+    from cftune.data import is_retrieval_folder, load_retrieval_set, read_triplets
     from cftune.mining import check_mined_output
 
     check_mined_output(args.out)  # a wrong --out or a bad pairs file fails now, before the model loads
-    read_triplets(args.input)
+    load_retrieval_set(args.input, split="train") if is_retrieval_folder(args.input) else read_triplets(args.input)
     check_model_arguments(args)
     from cftune.mining import mine
 
@@ -356,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "nDCG@10, MRR@10, recall@100")
     ev.add_argument("--data-dir", help="folder with sts/<TASK>.jsonl (default: $CFTUNE_DATA_DIR, else the hub)")
     ev.add_argument("--out", help="write OUT.json and OUT.md, e.g. results/NAME")
+    ev.add_argument("--max-length", type=int_in(1), help="read at most N tokens of a text (default: the model's "
+                    "max_seq_length, a trained model's max_length); documents are long")
     ev.add_argument("--mteb-format", metavar="DIR", help="also write MTEB's result files, "
                     "DIR/MODEL/no_revision_available/TASK.json (what mteb.load_results reads)")
     ev.add_argument("--batch-size", type=int_in(1), default=32, help="32 is fastest on a 2-core CPU (measured)")
@@ -403,6 +417,15 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--batch-size", type=int_in(1), default=32)
     tc.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"))
     tc.set_defaults(run=_teacher_cache)
+
+    sq = commands.add_parser("split-queries", help="hold out some queries of a retrieval folder as a dev set",
+                             description="Copy a BEIR folder (corpus.jsonl, queries.jsonl, qrels) with its "
+                                         "judgements split by query into qrels/train.tsv and qrels/dev.tsv.")
+    sq.add_argument("folder", help="BEIR folder (its qrels/train.tsv), or the judgements file to split")
+    sq.add_argument("--dev", type=int_in(1), required=True, help="queries to hold out")
+    sq.add_argument("--seed", type=int, default=0, help="which queries, at random (default: 0)")
+    sq.add_argument("--out", required=True, help="new folder (or one this command wrote, replaced)")
+    sq.set_defaults(run=_split_queries)
 
     ex = commands.add_parser("export", help="a trained run -> standalone sentence-transformers folder")
     ex.add_argument("run_dir", help="run folder written by cftune train")
@@ -462,7 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "(sentence-transformers' mine_hard_negatives) and write anchor, positive, "
                                          "negative_1..n rows.")
     add_model_arguments(mi)
-    mi.add_argument("--input", required=True, help="CSV/JSONL of anchor,positive (SimCSE headers work too)")
+    mi.add_argument("--input", required=True, help="CSV/JSONL of anchor,positive (SimCSE headers work too), or a "
+                    "retrieval folder (BEIR: its qrels/train.tsv pairs; candidates from its whole corpus)")
     mi.add_argument("--out", required=True, help="mined.csv or mined.jsonl")
     mi.add_argument("--negatives", type=int_in(1), default=3, help="hard negatives per row (default: 3)")
     mi.add_argument("--range-min", type=int_in(0), default=10,

@@ -385,8 +385,15 @@ def read_triplets(path: str | os.PathLike | list[Path], *, form: TrainingFormat 
 
 def load_training_data(spec: str, data_dir: str | None = None, *, form: TrainingFormat | None = None,
                        skip_bad_rows: bool = False, max_rows: int | None = None) -> Triplets:
-    """'nli' -> the SimCSE NLI triplets (local <data_dir>/nli/*.csv, else the hub file); a file; a dataset
-    folder or hub dataset id (``training_files``)."""
+    """'nli' -> the SimCSE NLI triplets (local <data_dir>/nli/*.csv, else the hub file); a file; a BEIR
+    folder (``retrieval_pairs``); a dataset folder or hub dataset id (``training_files``)."""
+    if is_retrieval_folder(spec):
+        if form is not None and (form.scored or form.columns):
+            raise DataFormatError(spec, None, "a retrieval folder gives (query, document) pairs: it takes loss "
+                                              "infonce and no columns setting")
+        pairs = retrieval_pairs(load_retrieval_set(spec, split="train"))
+        return pairs if max_rows is None else \
+            Triplets({name: texts[:max_rows] for name, texts in pairs.columns.items()}, pairs.source, [])
     return read_triplets(training_files(spec, data_dir), form=form, skip_bad_rows=skip_bad_rows,
                          max_rows=max_rows)
 
@@ -483,11 +490,14 @@ def check_training_inputs(spec: str, data_dir: str | None, *, form: TrainingForm
                           skip_bad_rows: bool, dev_set: bool) -> None:
     """The training files' existence, format and columns (the first row), and the dev set's file, cheaply:
     before torch is imported or a model loads."""
-    paths = training_files(spec, data_dir, download=False)
-    if all(path.is_file() for path in paths):
-        read_triplets(paths[:1], form=form, skip_bad_rows=skip_bad_rows, max_rows=1)
-    elif spec != "nli" and not HUB_DATASET.fullmatch(spec):
-        raise DataFormatError(spec, None, "file not found")
+    if is_retrieval_folder(spec):
+        load_training_data(spec, form=form)  # reads the judgements and both files: a second or two
+    else:
+        paths = training_files(spec, data_dir, download=False)
+        if all(path.is_file() for path in paths):
+            read_triplets(paths[:1], form=form, skip_bad_rows=skip_bad_rows, max_rows=1)
+        elif spec != "nli" and not HUB_DATASET.fullmatch(spec):
+            raise DataFormatError(spec, None, "file not found")
     root = existing_data_dir(data_dir)
     if dev_set and root is not None and not (root / "sts" / "STSBenchmark.dev.jsonl").is_file():
         raise DataFormatError(str(root / "sts" / "STSBenchmark.dev.jsonl"), None, "file not found (STS-B dev, the "
@@ -592,20 +602,47 @@ def _id_text_file(path: Path) -> dict[str, str]:
     return texts
 
 
-def _judgements(folder: Path) -> tuple[Path, list[tuple[int, str, str, float]]]:
-    """qrels.jsonl ({"query-id", "corpus-id", "score"} a line) or BEIR's qrels/test.tsv (the same, tab-separated,
-    under a header line) -> (file, [(line, query id, document id, score)])."""
+def retrieval_folder(spec: str | os.PathLike, split: str = "test") -> tuple[Path, Path]:
+    """A BEIR folder, or one of its judgement files -> (folder, judgements file). A folder's judgements are
+    qrels.jsonl, else qrels/<split>.tsv, else its only qrels/*.tsv; naming a file (``DIR/qrels/dev.tsv``)
+    picks that split."""
+    path = Path(spec)
+    if path.is_file() and path.suffix in (".tsv", ".jsonl"):
+        return (path.parent.parent if path.parent.name == "qrels" else path.parent), path
+    if not path.is_dir():
+        raise DataFormatError(str(path), None, "not a folder (expected corpus.jsonl, queries.jsonl, qrels)")
+    candidates = [path / "qrels.jsonl", path / "qrels" / f"{split}.tsv"]
+    found = next((c for c in candidates if c.is_file()), None)
+    tsvs = sorted((path / "qrels").glob("*.tsv"))
+    if found is None and len(tsvs) == 1:
+        found = tsvs[0]
+    if found is None:
+        names = ", ".join(t.name for t in tsvs)
+        raise DataFormatError(str(path), None, f"no relevance judgements: qrels.jsonl or qrels/{split}.tsv"
+                                               + (f" (found qrels/{{{names}}}: name one, e.g. {tsvs[0]})" if tsvs
+                                                  else ""))
+    return path, found
+
+
+def is_retrieval_folder(path: str | os.PathLike) -> bool:
+    """A BEIR folder (or one of its qrels files) rather than a table of training rows."""
+    path = Path(path)
+    folder = path.parent.parent if path.is_file() and path.parent.name == "qrels" else path
+    return (folder / "corpus.jsonl").is_file() and (folder / "queries.jsonl").is_file()
+
+
+def _judgements(path: Path) -> list[tuple[int, str, str, float]]:
+    """qrels.jsonl ({"query-id", "corpus-id", "score"} a line) or BEIR's qrels/<split>.tsv (the same,
+    tab-separated, under a header line) -> [(line, query id, document id, score)]."""
     import csv
 
     rows = []
-    if (folder / "qrels.jsonl").is_file():
-        path = folder / "qrels.jsonl"
+    if path.suffix == ".jsonl":
         for line_no, record in _records(path):
             if isinstance(record, Exception):
                 raise DataFormatError(str(path), line_no, str(record))
             rows.append((line_no, record.get("query-id"), record.get("corpus-id"), record.get("score", 1)))
-    elif (folder / "qrels" / "test.tsv").is_file():
-        path = folder / "qrels" / "test.tsv"
+    else:
         with path.open(encoding="utf-8", newline="") as handle:
             for line_no, values in enumerate(csv.reader(handle, delimiter="\t"), start=1):
                 if line_no == 1 or not values:
@@ -613,8 +650,6 @@ def _judgements(folder: Path) -> tuple[Path, list[tuple[int, str, str, float]]]:
                 if len(values) != 3:
                     raise DataFormatError(str(path), line_no, f"expected 3 tab-separated fields, got {len(values)}")
                 rows.append((line_no, values[0], values[1], values[2]))
-    else:
-        raise DataFormatError(str(folder), None, "no relevance judgements: qrels.jsonl or qrels/test.tsv")
     parsed = []
     for line_no, query, document, score in rows:
         if query is None or document is None:
@@ -623,16 +658,15 @@ def _judgements(folder: Path) -> tuple[Path, list[tuple[int, str, str, float]]]:
             parsed.append((line_no, str(query), str(document), float(score)))
         except (TypeError, ValueError):
             raise DataFormatError(str(path), line_no, f"score must be a number, got {score!r}") from None
-    return path, parsed
+    return parsed
 
 
-def load_retrieval_set(folder: str | os.PathLike) -> RetrievalSet:
-    """A folder in the BEIR layout: corpus.jsonl, queries.jsonl, and qrels/test.tsv or qrels.jsonl."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataFormatError(str(folder), None, "not a folder (expected corpus.jsonl, queries.jsonl, qrels)")
+def load_retrieval_set(spec: str | os.PathLike, split: str = "test") -> RetrievalSet:
+    """A folder in the BEIR layout: corpus.jsonl, queries.jsonl, and judgements (``retrieval_folder``: a
+    folder's qrels/<split>.tsv or qrels.jsonl, or the judgements file named)."""
+    folder, path = retrieval_folder(spec, split)
     corpus, queries = _id_text_file(folder / "corpus.jsonl"), _id_text_file(folder / "queries.jsonl")
-    path, judgements = _judgements(folder)
+    judgements = _judgements(path)
     relevant: dict[str, set[str]] = {}
     for line_no, query, document, score in judgements:
         for kind, key, known in (("query", query, queries), ("document", document, corpus)):
@@ -642,4 +676,47 @@ def load_retrieval_set(folder: str | os.PathLike) -> RetrievalSet:
             relevant.setdefault(query, set()).add(document)
     if not relevant:
         raise DataFormatError(str(path), None, "no judgement with a score above 0")
-    return RetrievalSet(queries, corpus, relevant, str(folder))
+    return RetrievalSet(queries, corpus, relevant, str(spec))
+
+
+def retrieval_pairs(data: RetrievalSet) -> Triplets:
+    """A search set's judgements as (query, relevant document) rows: anchor = the query's text, positive = the
+    document's title and text, a row per relevant pair. (Training reads a BEIR folder's qrels/train.tsv:
+    ``load_retrieval_set(spec, split="train")``.)"""
+    pairs = [(query, document) for query, documents in data.relevant.items() for document in sorted(documents)]
+    return Triplets({"anchor": [data.queries[q] for q, _ in pairs], "positive": [data.corpus[d] for _, d in pairs]},
+                    data.source, [])
+
+
+SPLIT_MARK = "cftune_split.json"  # marks a folder `cftune split-queries` wrote (it may replace its own)
+
+
+def split_queries(spec: str | os.PathLike, out: str | os.PathLike, *, dev: int, seed: int = 0) -> Path:
+    """Hold out ``dev`` of a BEIR folder's judged queries: a new BEIR folder ``out`` with the same corpus and
+    queries, and the judgements (qrels/train.tsv, or the file named) split into qrels/train.tsv and
+    qrels/dev.tsv by query, at random (``seed``). A query's judgements all go to one side, so no dev query is
+    trained on. Written beside ``out`` and renamed in: a kill leaves nothing half-written."""
+    import random
+    import shutil
+
+    from cftune.io import replace_folder_atomically, write_atomic, write_marker
+
+    folder, path = retrieval_folder(spec, split="train")
+    judgements = _judgements(path)
+    queries = sorted({query for _, query, _, score in judgements if score > 0})
+    if not 0 < dev < len(queries):
+        raise ConfigError(f"--dev must be between 1 and {len(queries) - 1} (the judged queries of {path}), got {dev}")
+    held = set(random.Random(seed).sample(queries, dev))
+
+    def tsv(rows: list[tuple[int, str, str, float]]) -> str:
+        return "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s:g}\n" for _, q, d, s in rows)
+
+    def write(tmp: Path) -> None:
+        for name in ("corpus.jsonl", "queries.jsonl"):
+            shutil.copyfile(folder / name, tmp / name)
+        (tmp / "qrels").mkdir()
+        write_atomic(tmp / "qrels" / "train.tsv", tsv([row for row in judgements if row[1] not in held]))
+        write_atomic(tmp / "qrels" / "dev.tsv", tsv([row for row in judgements if row[1] in held]))
+        write_marker(tmp, SPLIT_MARK, {"source": str(path), "dev_queries": dev, "seed": seed})
+
+    return replace_folder_atomically(Path(out), write)

@@ -143,6 +143,7 @@ class RetrievalResult:
     precision: str
     seconds: float
     meta: dict = field(default_factory=dict)
+    max_length: int | None = None  # the most tokens of a text the model read
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -165,12 +166,14 @@ def evaluate_retrieval(model: SentenceTransformer, folder: str, *, batch_size: i
         query_prompt_name="query" if model.prompts.get("query") else None,
         corpus_prompt_name="document" if model.prompts.get("document") else None)
     precision = effective_precision(model, precision)
-    log.info("retrieval: %d queries against %d documents (%s)", len(evaluator.queries), len(data.corpus),
-             precision)
+    log.info("retrieval: %d queries against %d documents of up to %s tokens (%s)", len(evaluator.queries),
+             len(data.corpus), model.max_seq_length, precision)
+    if show_progress_bar:  # documents are long: say how long encoding them will take before it starts
+        log_encoding_estimate(model, list(data.corpus.values()), batch_size, precision)
     started = time.perf_counter()
     with autocast(precision, model.device):
         metrics = evaluator(model)
     return RetrievalResult(
         scores={name: 100 * float(metrics[f"retrieval_{key}"]) for name, key in RETRIEVAL_METRICS.items()},
         queries=len(evaluator.queries), documents=len(data.corpus), source=data.source, precision=precision,
-        seconds=round(time.perf_counter() - started, 2))
+        seconds=round(time.perf_counter() - started, 2), max_length=model.max_seq_length)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from cftune.data import read_triplets
+from cftune.data import is_retrieval_folder, load_retrieval_set, read_triplets, retrieval_pairs
 from cftune.errors import ConfigError
 from cftune.io import atomic_file, check_output_file
 
@@ -64,14 +64,18 @@ def mine(model: SentenceTransformer, pairs_path: str | os.PathLike, out: str | o
     if negatives < 1 or not 0 <= range_min < range_max or margin < 0 or sampling not in ("top", "random"):
         raise ConfigError(f"mine: needs negatives >= 1, 0 <= range_min < range_max, margin >= 0 and sampling "
                           f"top or random; got {negatives}, {range_min}, {range_max}, {margin}, {sampling!r}")
-    pairs = read_triplets(pairs_path)
+    # a retrieval folder: its training judgements are the pairs, and every document of its corpus a candidate
+    search = load_retrieval_set(pairs_path, split="train") if is_retrieval_folder(pairs_path) else None
+    pairs = retrieval_pairs(search) if search else read_triplets(pairs_path)
+    corpus = list(search.corpus.values()) if search else None
     dataset = Dataset.from_dict({"anchor": pairs.columns["anchor"], "positive": pairs.columns["positive"]})
     # a search model's own prompts, as sentence-transformers' encode_query / encode_document would put them
     prompts = ("query" if "query" in model.prompts else None, "document" if "document" in model.prompts else None)
     started = time.perf_counter()
     with autocast(effective_precision(model, precision), model.device):
         mined = mine_hard_negatives(
-            dataset, model, anchor_column_name="anchor", positive_column_name="positive", range_min=range_min,
+            dataset, model, anchor_column_name="anchor", positive_column_name="positive", corpus=corpus,
+            range_min=range_min,
             range_max=range_max, num_negatives=negatives, sampling_strategy=sampling,
             relative_margin=margin if relative else None, absolute_margin=None if relative else margin,
             query_prompt_name=prompts[0], corpus_prompt_name=prompts[1], output_format="n-tuple",

@@ -127,7 +127,8 @@ def write_retrieval_report(result: RetrievalResult, out: str | os.PathLike) -> t
     write_atomic(json_path, json.dumps(result.to_dict(), indent=2) + "\n")
     meta = result.meta
     lines = _heading("Retrieval", meta)
-    lines += [f"- data: {result.source}: {result.queries} queries with judgements, {result.documents} documents",
+    lines += [f"- data: {result.source}: {result.queries} queries with judgements, {result.documents} documents"
+              + (f", read up to {result.max_length} tokens" if result.max_length else ""),
               f"- cosine search by sentence-transformers' InformationRetrievalEvaluator, {result.precision}, "
               f"{result.seconds:.1f} s", f"- machine: {meta.get('machine', '?')}", "", retrieval_table(result), ""]
     write_atomic(md_path, "\n".join(lines))
