@@ -374,3 +374,13 @@ def test_export_in_bf16_or_fp16_halves_the_folder_and_embeds_as_cftune_does(tiny
                                    atol=2e-2)
         cosines = (vectors * reference).sum(1) / np.linalg.norm(vectors, axis=1) / np.linalg.norm(reference, axis=1)
         assert cosines.min() > 0.99, cosines
+
+
+@pytest.mark.parametrize("name", __import__("cftune.config", fromlist=["recipe_names"]).recipe_names())
+def test_every_shipped_recipe_loads_and_every_experiment_names_shipped_recipes(name):
+    from cftune.config import EXPERIMENTS, recipe_names
+
+    config = load_config(name)  # parsed, coerced and range-checked, as `cftune train --config NAME` does
+    assert config.model and (config.max_steps or config.epochs)
+    named = {recipe for experiment in EXPERIMENTS.values() for recipe in experiment.recipes.values()}
+    assert named <= set(recipe_names())
