@@ -293,8 +293,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, tei_names: bool = False
     parser.add_argument("--precision", *(["--dtype"] if tei_names else []), default="auto", choices=PRECISIONS,
                         help="auto = bf16 where the hardware has it natively (CUDA, AVX512-BF16 or AMX)")
     parser.add_argument("--quantize", choices=QUANTIZATIONS, help="int8: int8 weights and activations in every "
-                        "linear layer, on CPUs (a 9-task STS pass of a LoRA gemma3-270m: 3.45x its old fp32 "
-                        "path on a 2-core Xeon, 0.3 points below fp32)")
+                        "linear layer, on CPUs (speed and scores measured: results/inference-speed/)")
     parser.add_argument("--device", help="cpu, cuda, ... (default: best available)")
 
 
@@ -372,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "max_seq_length, a trained model's max_length); documents are long")
     ev.add_argument("--mteb-format", metavar="DIR", help="also write MTEB's result files, "
                     "DIR/MODEL/no_revision_available/TASK.json (what mteb.load_results reads)")
-    ev.add_argument("--batch-size", type=int_in(1), default=32, help="32 is fastest on a 2-core CPU (measured)")
+    ev.add_argument("--batch-size", type=int_in(1), default=32, help="texts per encode batch (default: 32)")
     ev.add_argument("--dim", help="score the vectors cut to their first N numbers (Matryoshka models); a comma "
                                   "list scores each length from one encoding pass, e.g. 640,256,128,64")
     ev.set_defaults(run=_eval)

@@ -103,7 +103,7 @@ def base_embedder(config: TrainConfig, prompt: str | None = None):
 
 
 def trained_embedder(run: Path):
-    """A run's model, loaded for evaluation: its LoRA merged in memory (2x faster), the folder unchanged;
+    """A run's model, loaded for evaluation: its LoRA merged in memory (faster), the folder unchanged;
     bf16 weights where the hardware has bf16 natively."""
     return load_embedder(str(run), inference=True, precision="auto")
 

@@ -9,10 +9,9 @@ Why our own layer, not torchao's ``Int8DynamicActivationInt8WeightConfig`` (the 
 a cosine of 0.98 of each other): in eager mode the work around the product (finding the scales, rounding,
 rescaling the int32 result) took half of torchao's encode time and the product only a fifth. Here the two
 steps around the product are each one ``torch.compile``d kernel, and each transformer layer is compiled as
-a whole. A 9-task STS pass of a tuned gemma3-270m ran 3.45x as fast as the fp32 LoRA model, unmerged, in
-the same process (2-core Xeon; ``benchmarks/sts_speed.py``); torchao's eager int8 had reached 2.09x.
-Compiling costs about 10 s on the first batches; where it cannot run (no C++ compiler), everything runs
-eagerly: slower, the same vectors to 1e-4.
+a whole (speed against fp32, bf16 and torchao's int8: ``benchmarks/sts_speed.py``, results/inference-speed/).
+Compiling costs seconds on the first batches (``cftune serve`` pays them at start-up); where it cannot run
+(no C++ compiler), everything runs eagerly: slower, the same vectors to 1e-4.
 """
 
 from __future__ import annotations
@@ -83,7 +82,7 @@ def quantize_linear_layers(body: torch.nn.Module) -> int:
     """Swap every ``torch.nn.Linear`` inside ``body`` for an ``Int8Linear``; returns how many. Where compiling
     works, the steps around each product are compiled, and so is each transformer layer as a whole (every
     architecture in transformers names them ``*DecoderLayer``): its norms, attention and activations fuse
-    with the int8 steps. On 256 STS sentences that ran 1.30x faster than compiling only the norms and MLPs."""
+    with the int8 steps (against compiling only the norms and MLPs: results/inference-speed/int8-options.md)."""
     steps = fused_steps()
     swapped = 0
     for module in list(body.modules()):

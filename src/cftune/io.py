@@ -280,8 +280,8 @@ ONEDNN_ISAS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", 
 def cpu_has_native_bf16() -> bool:
     """bf16 matrix instructions in hardware: AVX512-BF16 or AMX on x86, the BF16 extension on Arm.
 
-    oneDNN also runs bf16 on AVX-512 CPUs without them, by emulation, 2-4x slower than fp32 (measured on an
-    Intel Xeon with avx512_vnni and no avx512_bf16), so "oneDNN supports bf16" is not the question to ask.
+    oneDNN also runs bf16 on AVX-512 CPUs without them, by emulation, slower than fp32 (results/
+    inference-speed/), so "oneDNN supports bf16" is not the question to ask.
     """
     import torch
 

@@ -365,7 +365,7 @@ def load_embedder(
             with ``adapter``) is merged into the weights in memory; the folder on disk keeps its adapter.
         precision: with ``inference``, the precision the model will encode in (``auto``, ``float32`` or
             ``bfloat16``); where that is bf16 the weights are cast to bf16 once, here, instead of autocast
-            casting every weight again at every batch (1.3-1.5x faster on a 2-core CPU with AMX).
+            casting every weight again at every batch (faster: results/inference-speed/).
         quantize: with ``inference``, ``int8`` runs every linear layer of the transformer in int8 (see
             ``quantize_int8``); ``precision`` is then ignored.
     """
@@ -474,7 +474,8 @@ def effective_precision(model: SentenceTransformer, precision: str) -> str:
 
 
 def autocast(precision: str, device: torch.device | str):
-    """Matrix work in bf16, reductions and norms in fp32: about 2.4x faster than fp32 on this CPU."""
+    """Matrix work in bf16, reductions and norms in fp32 (torch's autocast lists); faster than fp32 where the
+    CPU has bf16 natively (``cftune doctor`` says)."""
     if precision != "bfloat16":  # float32, or int8 (its kernels take fp32 in)
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
