@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from cftune.io import machine
 from cftune.models import load_embedder
-from cftune.serving import create_app
+from cftune.serving import ServeSettings, create_app
 
 TEXTS = ["first request after start-up", "the second request, a little longer than the first one", "third"]
 
@@ -25,7 +25,7 @@ TEXTS = ["first request after start-up", "the second request, a little longer th
 def measure(model_path: str, quantize: str | None, warm_up: bool) -> dict:
     model = load_embedder(model_path, inference=True, quantize=quantize)
     started = time.perf_counter()
-    with TestClient(create_app(model, "bench", warm_up=warm_up)) as client:
+    with TestClient(create_app(model, "bench", ServeSettings(warm_up=warm_up))) as client:
         ready = time.perf_counter() - started
         seconds = []
         for text in TEXTS:

@@ -115,9 +115,9 @@ def test_an_int8_inference_load_quantizes_every_linear_layer_and_stays_close(tin
     # the server encodes on a worker thread, where the compiled kernels run as well
     from fastapi.testclient import TestClient
 
-    from cftune.serving import create_app
+    from cftune.serving import ServeSettings, create_app
 
-    with TestClient(create_app(int8, "tiny", precision="float32", normalize=False)) as client:
+    with TestClient(create_app(int8, "tiny", ServeSettings(precision="float32", normalize=False))) as client:
         data = client.post("/v1/embeddings", json={"input": TEXTS}).json()["data"]
     torch.testing.assert_close(torch.tensor([d["embedding"] for d in data]), got, atol=1e-5, rtol=0)
 

@@ -184,23 +184,23 @@ def test_a_request_can_name_the_query_or_document_prompt(tiny_models, design):
     from fastapi.testclient import TestClient
 
     from cftune.models import set_named_prompts
-    from cftune.serving import Batcher, create_app
+    from cftune.serving import Batcher, Job, ServeSettings, create_app
 
     # mean pooling: a tiny random model's EOS state barely depends on the text, its token mean does
     model = load_embedder(str(tiny_models["gemma3_text"]), pooling="mean", **design)
     set_named_prompts(model, {"query": "query: ", "document": "passage: "})
     want = {name: encode(model, TEXTS[:2], precision="float32", prompt_name=name).numpy()
             for name in (None, "query", "document")}
-    with TestClient(create_app(model, "tiny", precision="float32", normalize=False)) as client:
+    with TestClient(create_app(model, "tiny", ServeSettings(precision="float32", normalize=False))) as client:
         for name, vectors in want.items():
             data = client.post("/v1/embeddings", json={"input": TEXTS[:2], "prompt_name": name}).json()["data"]
             np.testing.assert_allclose([d["embedding"] for d in data], vectors, atol=1e-5)
     assert not np.allclose(want["document"], want[None], atol=1e-3)
     # requests with different prompts that wait together are encoded per prompt, each getting its own vectors
     batcher = Batcher(model, max_batch=8, precision="float32")
-    jobs = [(TEXTS[:1], "query", None), (TEXTS[:2], None, None), (TEXTS[1:2], "query", None)]
-    got = batcher._encode_jobs(jobs)
-    for (texts, name, _), vectors in zip(jobs, got, strict=True):
+    jobs = [Job(TEXTS[:1], "query", None), Job(TEXTS[:2], None, None), Job(TEXTS[1:2], "query", None)]
+    got = batcher.encode_jobs(jobs)
+    for (texts, name, _), vectors in zip(((j.texts, j.prompt_name, j.future) for j in jobs), got, strict=True):
         alone = encode(model, texts, precision="float32", prompt_name=name).numpy()
         np.testing.assert_allclose(vectors, alone, atol=1e-5, rtol=0)
 
@@ -208,15 +208,16 @@ def test_a_request_can_name_the_query_or_document_prompt(tiny_models, design):
 def test_int8_output_scales_each_dimension_to_the_calibration_range(tiny_models):
     from fastapi.testclient import TestClient
 
-    from cftune.serving import create_app
+    from cftune.serving import ServeSettings, create_app
     from conftest import CORPUS
 
     model = load_embedder(str(tiny_models["gemma3_text"]), prompt="eol", pooling="mean")
     calibration = encode(model, list(dict.fromkeys(CORPUS)), precision="float32").numpy()
-    with TestClient(create_app(model, "tiny", precision="float32")) as client:
+    with TestClient(create_app(model, "tiny", ServeSettings(precision="float32"))) as client:
         refused = client.post("/v1/embeddings", json={"input": TEXTS[:2], "embedding_type": "int8"})
     assert refused.status_code == 400 and "--calibration" in refused.json()["error"]["message"]
-    with TestClient(create_app(model, "tiny", precision="float32", calibration=calibration)) as client:
+    with TestClient(create_app(model, "tiny", ServeSettings(precision="float32"),
+                               calibration=calibration)) as client:
         data = client.post("/v1/embeddings", json={"input": TEXTS[:2], "embedding_type": "int8",
                                                     "dimensions": 16}).json()["data"]
     # by hand: unit vectors of the leading 16 numbers; each dimension's calibration [min, max] cut into 256
@@ -232,10 +233,10 @@ def test_int8_output_scales_each_dimension_to_the_calibration_range(tiny_models)
 def test_no_normalize_returns_the_model_s_own_vectors(tiny_models, expected):
     from fastapi.testclient import TestClient
 
-    from cftune.serving import create_app
+    from cftune.serving import ServeSettings, create_app
 
     model = load_embedder(str(tiny_models["gemma3_text"]), prompt="eol")
-    with TestClient(create_app(model, "tiny", precision="float32", normalize=False)) as client:
+    with TestClient(create_app(model, "tiny", ServeSettings(precision="float32", normalize=False))) as client:
         data = client.post("/v1/embeddings", json={"input": TEXTS[:2], "dimensions": 5}).json()["data"]
     assert abs(np.linalg.norm(expected[TEXTS[0]][:5]) - 1) > 0.01  # so unit length would be told apart
     for d, text in zip(data, TEXTS[:2], strict=True):
@@ -254,10 +255,10 @@ def test_binary_embeddings_are_the_packed_signs(server, expected):
 def test_metrics_count_requests_texts_and_batches(tiny_models):
     from fastapi.testclient import TestClient
 
-    from cftune.serving import create_app
+    from cftune.serving import ServeSettings, create_app
 
     model = load_embedder(str(tiny_models["gemma3_text"]), prompt="eol")
-    with TestClient(create_app(model, "tiny", precision="float32")) as client:
+    with TestClient(create_app(model, "tiny", ServeSettings(precision="float32"))) as client:
         assert client.post("/v1/embeddings", json={"input": TEXTS[:2]}).status_code == 200
         assert client.post("/v1/embeddings", json={"input": TEXTS[3]}).status_code == 200
         assert client.post("/v1/embeddings", json={"input": ""}).status_code == 400
@@ -403,14 +404,14 @@ def test_the_token_count_is_the_whole_sequence_the_model_reads(tiny_models, desi
 def test_a_text_exactly_at_the_limit_is_read_and_one_token_over_is_refused(tiny_models, design):
     from fastapi.testclient import TestClient
 
-    from cftune.serving import create_app
+    from cftune.serving import ServeSettings, create_app
 
     model = design_model(tiny_models, design)
     text, name = TEXTS[1], "query"
     [length] = lengths_read(model, [text], name)
     for limit, status in [(length, 200), (length - 1, 400)]:
         model.max_seq_length = limit  # as training's max_length sets it; create_app serves up to it by default
-        with TestClient(create_app(model, "tiny", precision="float32")) as client:
+        with TestClient(create_app(model, "tiny", ServeSettings(precision="float32"))) as client:
             reply = client.post("/v1/embeddings", json={"input": ["a", text], "prompt_name": name})
         assert reply.status_code == status, reply.text
         if status == 200:
@@ -424,7 +425,7 @@ def test_a_text_exactly_at_the_limit_is_read_and_one_token_over_is_refused(tiny_
 def test_texts_longer_than_the_model_reads_are_refused_unless_truncated(tiny_models):
     from fastapi.testclient import TestClient
 
-    from cftune.serving import create_app
+    from cftune.serving import ServeSettings, create_app
 
     # mean pooling: a tiny random model's EOS state barely depends on the text, its token mean does
     model = load_embedder(str(tiny_models["gemma3_text"]), prompt="eol", pooling="mean")
@@ -439,7 +440,7 @@ def test_texts_longer_than_the_model_reads_are_refused_unless_truncated(tiny_mod
     def post(client, **fields):
         return client.post("/v1/embeddings", json={"input": texts, **fields})
 
-    with TestClient(create_app(model, "tiny", precision="float32", normalize=False)) as client:
+    with TestClient(create_app(model, "tiny", ServeSettings(precision="float32", normalize=False))) as client:
         refused = post(client)
         truncated = post(client, truncate=True)
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "input"
@@ -452,8 +453,8 @@ def test_texts_longer_than_the_model_reads_are_refused_unless_truncated(tiny_mod
     assert truncated.json()["usage"] == {"prompt_tokens": 128, "total_tokens": 128}  # what was read, not all
 
     model.max_seq_length = 256  # the model's own; a smaller max_tokens makes the server read (and cut at) fewer
-    with TestClient(create_app(model, "tiny", precision="float32", normalize=False, max_tokens=64,
-                               auto_truncate=True)) as client:
+    with TestClient(create_app(model, "tiny", ServeSettings(precision="float32", normalize=False, max_tokens=64,
+                                                            auto_truncate=True))) as client:
         auto = post(client)
         asked_not_to = post(client, truncate=False)
         far_too_long = client.post("/v1/embeddings", json={"input": "x" * (64 * 64 + 1)})  # cut by characters
@@ -467,7 +468,7 @@ def test_token_ids_are_read_as_the_model_s_own_tokens(tiny_models):
     from fastapi.testclient import TestClient
 
     from cftune.models import lm_module
-    from cftune.serving import create_app
+    from cftune.serving import ServeSettings, create_app
 
     model = load_embedder(str(tiny_models["gemma3_text"]), prompt="eol", pooling="mean")
     tokenizer = lm_module(model).tokenizer
@@ -475,7 +476,7 @@ def test_token_ids_are_read_as_the_model_s_own_tokens(tiny_models):
     with_bos = [tokenizer.encode(TEXTS[3])]  # a client's ids may carry the special tokens too: they are dropped
     assert with_bos[0][0] == tokenizer.bos_token_id
     want = encode(model, TEXTS[:4], precision="float32").numpy()
-    with TestClient(create_app(model, "tiny", precision="float32", normalize=False)) as client:
+    with TestClient(create_app(model, "tiny", ServeSettings(precision="float32", normalize=False))) as client:
         lists = client.post("/v1/embeddings", json={"input": ids + with_bos}).json()
         one = client.post("/v1/embeddings", json={"input": ids[1]}).json()  # one text as a flat list of ints
         text = client.post("/v1/embeddings", json={"input": TEXTS[:4]}).json()
@@ -489,14 +490,15 @@ def test_strict_model_name_and_default_prompt_name(tiny_models):
 
     from cftune.errors import ConfigError
     from cftune.models import set_named_prompts
-    from cftune.serving import create_app
+    from cftune.serving import ServeSettings, create_app
 
     model = load_embedder(str(tiny_models["gemma3_text"]), prompt="eol", pooling="mean")
     set_named_prompts(model, {"query": "query: ", "document": "passage: "})
     query = encode(model, TEXTS[:2], precision="float32", prompt_name="query").numpy()
     document = encode(model, TEXTS[:2], precision="float32", prompt_name="document").numpy()
-    with TestClient(create_app(model, "tiny", precision="float32", normalize=False, strict_model_name=True,
-                               default_prompt_name="query")) as client:
+    with TestClient(create_app(model, "tiny", ServeSettings(precision="float32", normalize=False,
+                                                            strict_model_name=True,
+                                                            default_prompt_name="query"))) as client:
         other = client.post("/v1/embeddings", json={"input": "a", "model": "text-embedding-3-small"})
         listed = client.get("/v1/models/text-embedding-3-small")
         named = client.post("/v1/embeddings", json={"input": TEXTS[:2], "model": "tiny"}).json()
@@ -508,17 +510,17 @@ def test_strict_model_name_and_default_prompt_name(tiny_models):
     np.testing.assert_allclose([d["embedding"] for d in asked["data"]], document, atol=1e-5)  # a request's own
     assert named["usage"]["prompt_tokens"] == sum(lengths_read(model, TEXTS[:2], "query"))
     with pytest.raises(ConfigError, match="default prompt name 'passage' is not one of this model's prompts"):
-        create_app(model, "tiny", default_prompt_name="passage")
+        create_app(model, "tiny", ServeSettings(default_prompt_name="passage"))
 
 
 def test_a_request_of_2048_inputs_is_answered(tiny_models):
     from fastapi.testclient import TestClient
 
-    from cftune.serving import create_app
+    from cftune.serving import ServeSettings, create_app
 
     model = load_embedder(str(tiny_models["bert"]))
     texts = [f"text number {i}" for i in range(2049)]
-    with TestClient(create_app(model, "tiny", precision="float32", max_batch=64)) as client:
+    with TestClient(create_app(model, "tiny", ServeSettings(precision="float32", max_batch=64))) as client:
         full = client.post("/v1/embeddings", json={"input": texts[:2048]})
         over = client.post("/v1/embeddings", json={"input": texts})
     assert full.status_code == 200 and [d["index"] for d in full.json()["data"]] == list(range(2048))

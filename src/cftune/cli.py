@@ -245,7 +245,7 @@ def _serve(args: argparse.Namespace) -> None:
 
     from cftune.data import iter_texts
     from cftune.models import encode
-    from cftune.serving import API_KEY_ENV, serve, served_max_tokens
+    from cftune.serving import API_KEY_ENV, ServeSettings, serve, served_max_tokens
 
     # int8/uint8 outputs scale each dimension to the range these texts span; a bad file fails before the model
     texts = [row.text for row in iter_texts(args.calibration)] if args.calibration else []
@@ -253,12 +253,13 @@ def _serve(args: argparse.Namespace) -> None:
     model = load_model(args)
     max_tokens = served_max_tokens(model, args.max_tokens)  # more than the model reads fails now, in one line
     calibration = encode(model, texts, precision=args.precision).numpy() if texts else None
-    serve(model, args.name or args.model, host=args.host, port=args.port, max_batch=args.max_batch,
-          max_inputs=args.max_inputs, max_tokens=max_tokens, api_key=args.api_key or os.environ.get(API_KEY_ENV)
-          or None, precision=args.precision, batching=not args.no_batching, max_queue=args.max_queue,
-          max_request_bytes=args.max_request_bytes, normalize=not args.no_normalize, calibration=calibration,
-          auto_truncate=args.auto_truncate, strict_model_name=args.strict_model_name,
-          default_prompt_name=args.default_prompt_name)
+    settings = ServeSettings(
+        max_inputs=args.max_inputs, max_batch=args.max_batch, max_tokens=max_tokens, max_queue=args.max_queue,
+        max_request_bytes=args.max_request_bytes, api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+        precision=args.precision, batching=not args.no_batching, normalize=not args.no_normalize,
+        auto_truncate=args.auto_truncate, strict_model_name=args.strict_model_name,
+        default_prompt_name=args.default_prompt_name)
+    serve(model, args.name or args.model, settings, host=args.host, port=args.port, calibration=calibration)
 
 
 def _doctor(args: argparse.Namespace) -> None:
