@@ -211,3 +211,24 @@ def test_reproduce_scores_search_before_and_after_when_given_a_search_set(tiny_m
 
     forbid(monkeypatch, "cftune.experiments.evaluate_retrieval", "cftune.training.train")
     reproduce(out, models=[model], data_dir=data_dir, tasks="BIOSSES", settings=QUICK, retrieval=str(search))
+
+
+def test_ablate_scores_search_at_every_point_when_given_a_search_set(tiny_models, data_dir, tmp_path):
+    from cftune import load_embedder
+    from cftune.evaluation import evaluate_retrieval
+
+    model, out = str(tiny_models["gemma3_text"]), tmp_path / "ablation"
+    search = write_retrieval_set(tmp_path / "search", {f"q{i}": f"d{i}" for i in range(6)})
+    assert main(["ablate", "--model", model, "--grid", "lr=1e-2,1e-4", "--steps", "2", "--data-dir", data_dir,
+                 "--tasks", TASKS, "--set", "batch_size=8", "--set", "precision=float32", "--retrieval",
+                 str(search), "--out", str(out)]) == 0
+    rows = json.loads((out / "ablation.json").read_text())["results"]
+    for row in rows:  # each point's search score is its own model's, as eval --retrieval scores it
+        run = out / "runs" / experiments.slug(f"learning_rate={row['point']['learning_rate']}")
+        alone = evaluate_retrieval(load_embedder(str(run), inference=True, precision="auto"), str(search),
+                                   show_progress_bar=False)
+        assert row["retrieval"]["nDCG@10"] == pytest.approx(alone.scores["nDCG@10"], abs=1e-6)
+    table = (out / "ablation.md").read_text()
+    assert "| search nDCG@10 | train min |" in table.splitlines()[next(
+        i for i, line in enumerate(table.splitlines()) if line.startswith("| learning_rate"))]
+    assert f"| {rows[0]['retrieval']['nDCG@10']:.2f} |" in table

@@ -187,7 +187,8 @@ def _ablate(args: argparse.Namespace) -> None:
     from cftune.experiments import ablate, parse_grid
 
     report = ablate(args.out, grid=parse_grid(args.grid), steps=args.steps, model=args.model, recipe=args.config,
-                    data_dir=args.data_dir, tasks=args.tasks, settings=args.set, command=args.command_line)
+                    data_dir=args.data_dir, tasks=args.tasks, settings=args.set, retrieval=args.retrieval,
+                    command=args.command_line)
     print(f"wrote {report}")
 
 
@@ -477,6 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fix another setting")
     ab.add_argument("--data-dir", help="local data folder (default: $CFTUNE_DATA_DIR, else the hub)")
     ab.add_argument("--tasks", default="all", help="STS tasks to score each configuration on (default: all 9)")
+    ab.add_argument("--retrieval", metavar="DIR", help="also score search with each configuration on your files "
+                    "(BEIR layout, or its qrels file, as eval --retrieval); the table gains nDCG@10")
     ab.add_argument("--out", required=True, help="report folder, e.g. reports/NAME")
     ab.set_defaults(run=_ablate)
 

@@ -250,11 +250,15 @@ def ablation_configs(base_recipe: str, overrides: list[str],
 
 def ablate(out: str | Path, *, grid: dict[str, list[str]], steps: int, model: str | None = None,
            recipe: str = "cpu-gemma3-270m", data_dir: str | None = None, tasks: str = "all",
-           settings: list[str] | None = None, command: str = "") -> Path:
-    """Train and evaluate every grid point with a short budget (no dev set); one table, one plot per factor."""
+           settings: list[str] | None = None, retrieval: str | None = None, command: str = "") -> Path:
+    """Train and evaluate every grid point with a short budget (no dev set); one table, one plot per factor.
+    With ``retrieval`` (a BEIR folder or judgements file), each point is also scored on that search set, so a
+    setting is chosen on both."""
     if steps < 1:  # max_steps would catch it too, but under a name this command does not use
         raise ConfigError(f"--steps must be >= 1, got {steps}")
     parse_tasks(tasks)  # a mistyped task fails now, not after hours of training
+    if retrieval:
+        load_retrieval_set(retrieval)  # so does a bad search set
     out = Path(out)
     check_report_target(out)  # before anything is read or written
     overrides: dict[str, object] = {"max_steps": steps, "warmup_steps": max(1, steps // 10), "eval_steps": 0,
@@ -277,6 +281,9 @@ def ablate(out: str | Path, *, grid: dict[str, list[str]], steps: int, model: st
         stages += [train_stage(config, run, name),
                    eval_stage(f"STS of {name}", lambda r=run: trained_embedder(r), out / "points" / slug(name),
                               tasks=tasks, data_dir=config.data_dir, meta={"model": name, "command": command})]
+        if retrieval:
+            stages.append(retrieval_stage(f"search with {name}", lambda r=run: trained_embedder(r), retrieval,
+                                          out / "points" / slug(name)))
     with report_folder(out, command):
         run_stages(stages)
         return write_ablation_report(out, combos, base_points, grid, steps, tasks, command)
@@ -292,6 +299,9 @@ def write_ablation_report(out: Path, combos: dict, base_points: dict[str, Path],
         result = read_result(report_file(out / "points" / slug(name), ".json"))
         rows.append({"point": point, "scores": result.scores, "average": result.average,
                      "train_seconds": summary["train_seconds"]})
+        search = report_file(out / "points" / slug(name), ".retrieval.json")
+        if search.exists():  # scored on a search set too (--retrieval)
+            rows[-1]["retrieval"] = json.loads(search.read_text(encoding="utf-8"))["scores"]
     untrained = []
     for prompt, path in base_points.items():
         result = read_result(report_file(path, ".json"))

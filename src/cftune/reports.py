@@ -332,12 +332,14 @@ def ablation_markdown(report: dict) -> str:
              f"STS tasks: {report['tasks']}. No dev set: each configuration keeps its last step.", ""]
     if report.get("command"):
         lines += ["Command:", "", f"    {report['command']}", ""]
-    lines += _task_header(tasks, factors, last=("train min",))
+    search = all("retrieval" in r for r in report["results"])  # scored on a search set too: nDCG@10 beside
+    lines += _task_header(tasks, factors, last=(*(("search nDCG@10",) if search else ()), "train min"))
     best = max(r["average"] for r in report["results"])
     for r in report["results"]:
         average = f"**{r['average']:.2f}**" if r["average"] == best else f"{r['average']:.2f}"
         lines.append(_row([r["point"][f] for f in factors] + [f"{r['scores'][t]:.2f}" for t in tasks]
-                          + [average, f"{r['train_seconds'] / 60:.1f}"]))
+                          + [average, *([f"{r['retrieval']['nDCG@10']:.2f}"] if search else []),
+                             f"{r['train_seconds'] / 60:.1f}"]))
     total = sum(r["train_seconds"] for r in report["results"]) / 60
     lines += ["", f"Training took {total:.0f} min in all (the evaluations are not included)."]
     if report.get("untrained"):
