@@ -104,7 +104,7 @@ def test_push_refuses_a_folder_that_is_not_a_model(tmp_path, capsys):
     assert "is not a saved model (no modules.json)" in capsys.readouterr().err
     (tmp_path / "modules.json").write_text("[]")
     assert main(["push", str(tmp_path), "--repo", "nobody"]) == 2
-    assert "--repo must be owner/name" in capsys.readouterr().err
+    assert "--repo: must be owner/name" in capsys.readouterr().err
 
 
 def hub_with_models(models: dict[str, dict]):

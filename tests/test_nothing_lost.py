@@ -250,7 +250,9 @@ def test_recipe_errors_name_the_file_and_the_field(tmp_path):
 
 def test_ablate_refuses_a_negative_budget_and_unknown_tasks_before_any_work(capsys):
     assert main(["ablate", "--grid", "lr=1e-4,1e-3", "--steps", "-2", "--out", "unused"]) == 2
-    assert "--steps must be >= 1, got -2" in capsys.readouterr().err
+    assert "cftune: error: --steps: must be >= 1, got -2" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="^steps: must be >= 1, got -2$"):  # a library caller: the argument
+        __import__("cftune.experiments", fromlist=["ablate"]).ablate("unused", grid={"lr": ["1"]}, steps=-2)
     assert main(["ablate", "--grid", "lr=1e-4,1e-3", "--steps", "2", "--tasks", "STS99", "--out", "unused"]) == 2
     assert "--tasks: unknown STS task 'STS99'" in capsys.readouterr().err
 

@@ -64,7 +64,7 @@ def test_split_queries_holds_out_whole_queries_and_replaces_only_its_own_folder(
     assert main(["split-queries", str(source), "--dev", "8", "--out", str(mine)]) == 2
     assert "holds files cftune did not write (notes.txt)" in capsys.readouterr().err
     assert (mine / "notes.txt").read_text() == "keep"
-    with pytest.raises(ConfigError, match="--dev must be between 1 and 29"):
+    with pytest.raises(ConfigError, match="dev: must be between 1 and 29"):
         from cftune.data import split_queries
         split_queries(source, tmp_path / "x", dev=30)
 

@@ -575,8 +575,8 @@ def test_serve_refuses_more_max_tokens_than_the_model_reads(tiny_models):
                            "--port", str(free_port()), "--max-tokens", "257"], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 2, done.stderr
-    assert done.stderr.endswith("cftune: error: --max-tokens 257 is more than this model reads: its max_seq_length "
-                                "is 256 tokens (leave --max-tokens out to accept texts up to 256)\n"), done.stderr
+    assert done.stderr.endswith("cftune: error: --max-tokens: 257 is more than this model reads: its max_seq_length "
+                                "is 256 tokens (leave it out to accept texts up to 256)\n"), done.stderr
     assert time.perf_counter() - started < 60
 
 

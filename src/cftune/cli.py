@@ -577,9 +577,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def in_flags(err: CftuneError, parser: argparse.ArgumentParser, command: str) -> str:
+    """The error as the command line says it: a setting the library named ("tasks: ...") by the flag that
+    sets it ("--tasks: ...")."""
+    setting: str | None = getattr(err, "setting", None)
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    flags = {action.dest: action.option_strings[0] for action in subparsers.choices[command]._actions
+             if action.option_strings}
+    if setting is not None and setting in flags and str(err).startswith(f"{setting}: "):
+        return flags[setting] + str(err)[len(setting):]
+    return str(err)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     args.command_line = shlex.join(["cftune", *argv])  # recorded in reports: what produced a result
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -592,7 +605,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(args)
     except CftuneError as err:  # a user's mistake, in one line; anything else is a bug and keeps its traceback
-        print(f"cftune: error: {err}", file=sys.stderr)
+        print(f"cftune: error: {in_flags(err, parser, args.command)}", file=sys.stderr)
         return 2
     return 0
 

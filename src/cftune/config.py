@@ -439,7 +439,7 @@ EXPERIMENTS: dict[str, Experiment] = {
 
 def find_experiment(name: str) -> Experiment:
     if name not in EXPERIMENTS:
-        raise ConfigError(f"unknown --experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
+        raise ConfigError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}", "experiment")
     return EXPERIMENTS[name]
 
 

@@ -76,11 +76,11 @@ def parse_tasks(spec: str | list[str] | None) -> list[StsTask]:
     tasks = []
     for name in (n.strip() for n in names if n.strip()):
         if name.lower() not in by_lower:
-            raise ConfigError(f"--tasks: unknown STS task {name!r}; known: {', '.join(STS_TASKS)}, "
-                              f"{STSB_DEV.name}")
+            raise ConfigError(f"unknown STS task {name!r}; known: {', '.join(STS_TASKS)}, {STSB_DEV.name}",
+                              "tasks")
         tasks.append(by_lower[name.lower()])
     if not tasks:
-        raise ConfigError("--tasks: no STS task given")
+        raise ConfigError("no STS task given", "tasks")
     return tasks
 
 
@@ -705,7 +705,8 @@ def split_queries(spec: str | os.PathLike, out: str | os.PathLike, *, dev: int, 
     judgements = _judgements(path)
     queries = sorted({query for _, query, _, score in judgements if score > 0})
     if not 0 < dev < len(queries):
-        raise ConfigError(f"--dev must be between 1 and {len(queries) - 1} (the judged queries of {path}), got {dev}")
+        raise ConfigError(f"must be between 1 and {len(queries) - 1} (the judged queries of {path}), got {dev}",
+                          "dev")
     held = set(random.Random(seed).sample(queries, dev))
 
     def tsv(rows: list[tuple[int, str, str, float]]) -> str:

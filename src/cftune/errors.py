@@ -6,10 +6,16 @@ class CftuneError(Exception):
 
 
 class ConfigError(CftuneError):
-    """A setting that cftune does not accept: a recipe file, a --set override or a command-line option.
+    """A setting that cftune does not accept: a recipe file, a --set override, a function's argument.
 
-    The message names the setting, and the recipe file when the value came from one.
+    The message names the setting, and the recipe file when the value came from one. With ``setting`` (an
+    argument's name, e.g. "tasks"), the message starts "tasks: ..."; the command line shows the flag that sets
+    it instead ("--tasks: ...").
     """
+
+    def __init__(self, message: str, setting: str | None = None):
+        self.setting = setting
+        super().__init__(f"{setting}: {message}" if setting else message)
 
 
 class ModelSourceError(CftuneError):

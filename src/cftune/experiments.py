@@ -229,10 +229,10 @@ def parse_grid(items: list[str]) -> dict[str, list[str]]:
         key, sep, values = item.partition("=")
         levels = [v.strip() for v in values.split(",") if v.strip()]
         if not sep or not levels:
-            raise ConfigError(f"--grid expects factor=level,level,..., got {item!r}")
+            raise ConfigError(f"expects factor=level,level,..., got {item!r}", "grid")
         grid[FACTOR_ALIASES.get(key.strip(), key.strip())] = levels
     if not grid:
-        raise ConfigError("ablate needs at least one --grid factor=level,level,...")
+        raise ConfigError("ablate needs at least one factor=level,level,...", "grid")
     return grid
 
 
@@ -255,7 +255,7 @@ def ablate(out: str | Path, *, grid: dict[str, list[str]], steps: int, model: st
     With ``retrieval`` (a BEIR folder or judgements file), each point is also scored on that search set, so a
     setting is chosen on both."""
     if steps < 1:  # max_steps would catch it too, but under a name this command does not use
-        raise ConfigError(f"--steps must be >= 1, got {steps}")
+        raise ConfigError(f"must be >= 1, got {steps}", "steps")
     parse_tasks(tasks)  # a mistyped task fails now, not after hours of training
     if retrieval:
         load_retrieval_set(retrieval)  # so does a bad search set

@@ -24,7 +24,7 @@ def push(folder: str | Path, repo_id: str, *, private: bool = False, token: str 
     if not (folder / "modules.json").is_file():
         raise ConfigError(f"{folder} is not a saved model (no modules.json): push a `cftune train` run or export")
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise ConfigError(f"--repo must be owner/name, got {repo_id!r}")
+        raise ConfigError(f"must be owner/name, got {repo_id!r}", "repo")
     api = HfApi(endpoint=endpoint, token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, ignore_patterns=NOT_PUSHED,

@@ -18,8 +18,8 @@ def served_max_tokens(model: SentenceTransformer, max_tokens: int | None) -> int
     if reads is None:
         raise ConfigError("this model declares no max_seq_length, so the longest text it reads is unknown")
     if max_tokens is not None and max_tokens > reads:
-        raise ConfigError(f"--max-tokens {max_tokens} is more than this model reads: its max_seq_length is {reads} "
-                          f"tokens (leave --max-tokens out to accept texts up to {reads})")
+        raise ConfigError(f"{max_tokens} is more than this model reads: its max_seq_length is {reads} tokens "
+                          f"(leave it out to accept texts up to {reads})", "max_tokens")
     return reads if max_tokens is None else max_tokens
 
 
