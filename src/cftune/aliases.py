@@ -74,10 +74,10 @@ def hub_id_of(model: str) -> str | None:
 
     if model in ALIASES:
         return ALIASES[model].hub_id or ALIASES[model].base_model
-    path = Path(model)
-    if (path / "config.yaml").is_file() and (path / "cftune_run.json").is_file():
-        import yaml
+    from cftune.runs import RunFolder, is_run_folder
 
-        base = (yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}).get("model")
+    path = Path(model)
+    if is_run_folder(path) and RunFolder(path).config.is_file():
+        base = RunFolder(path).read_config().get("model")
         return hub_id_of(base) if isinstance(base, str) and base != model else None
     return model if re.fullmatch(r"[\w.-]+/[\w.-]+", model) and not path.exists() else None

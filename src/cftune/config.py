@@ -384,39 +384,11 @@ def config_to_dict(config: TrainConfig) -> dict:
 BOOKKEEPING = {"logging_steps", "report_to"}
 
 
-def _flat(settings: dict, prefix: str = "") -> dict[str, Any]:
+def flat_settings(settings: dict, prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in settings.items():
-        flat |= _flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value}
+        flat |= flat_settings(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value}
     return flat
-
-
-def check_same_config(run: Path, config: TrainConfig) -> None:
-    """A run folder holding a config.yaml is only reused (resumed, or its result kept) with the same settings.
-
-    The one comparison behind `train --resume` and the stages of `reproduce` / `ablate`.
-    """
-    saved_path = Path(run) / "config.yaml"
-    if not saved_path.exists():
-        return
-    try:
-        saved = _flat(yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {})
-    except (yaml.YAMLError, AttributeError):  # AttributeError: not a mapping
-        saved = {}
-    asked = _flat(config_to_dict(config))
-    # A setting added after that run was made had its default then (every new setting defaults to the old
-    # behaviour); a setting only the saved file knows (another cftune version) counts as different.
-    defaults = _flat(config_to_dict(TrainConfig()))
-    saved |= {key: defaults[key] for key in asked.keys() - saved.keys() if key in defaults}
-    missing = "(not set)"
-    differ = [f"{key}: {asked.get(key, missing)!r} asked, {saved.get(key, missing)!r} there"
-              for key in sorted((saved.keys() | asked.keys()) - BOOKKEEPING,
-                                key=lambda k: (k not in saved or k not in asked, k))  # real changes first
-              if key not in saved or key not in asked or saved[key] != asked[key]]
-    if differ:
-        raise ConfigError(f"{run} holds a run with other settings than this command asks for "
-                          f"({'; '.join(differ[:3])}{'; ...' if len(differ) > 3 else ''}; see {saved_path}); "
-                          "choose another --out, or delete that folder")
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from cftune.config import (
     ConfigError,
     TrainConfig,
-    check_same_config,
     config_to_dict,
     find_experiment,
     load_config,
@@ -48,7 +45,7 @@ from cftune.reports import (
     write_retrieval_report,
     write_sts_report,
 )
-from cftune.runs import check_report_target, mark_report_folder
+from cftune.runs import RunFolder, check_report_target, check_same_config, mark_report_folder
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +111,10 @@ def train_stage(config: TrainConfig, run: Path, label: str = "") -> Stage:
     check_same_config(run, config)  # now, before any stage runs: a finished run is reused only if it matches
 
     def run_training():
-        train(config, run, resume=(run / "checkpoints").is_dir())  # continue a killed run
+        train(config, run, resume=RunFolder(run).checkpoints.is_dir())  # continue a killed run
 
     length = f"{config.max_steps} steps" if config.max_steps else f"{config.epochs:g} epochs"
-    return Stage(f"fine-tune {label or config.model} ({length})",
-                 (run / "train_summary.json").exists, run_training)
+    return Stage(f"fine-tune {label or config.model} ({length})", RunFolder(run).finished, run_training)
 
 
 def eval_stage(name: str, load: Callable, out: Path, *, tasks, data_dir, meta: dict,
@@ -131,9 +127,9 @@ def eval_stage(name: str, load: Callable, out: Path, *, tasks, data_dir, meta: d
         result.meta = {**meta, "machine": machine(), "eval_seconds": round(time.perf_counter() - started, 1)}
         write_sts_report(result, out)
         if card_of is not None:
-            config = yaml.safe_load((card_of / "config.yaml").read_text(encoding="utf-8"))
-            summary = json.loads((card_of / "train_summary.json").read_text(encoding="utf-8"))
-            write_model_card_section(card_of, model_card_section(config, summary, result))
+            trained = RunFolder(card_of)
+            write_model_card_section(card_of, model_card_section(trained.read_config(), trained.read_summary(),
+                                                                 result))
 
     return Stage(name, report_file(out, ".json").exists, run_eval)
 
@@ -202,10 +198,10 @@ def write_reproduce_report(out: Path, configs: dict[str, TrainConfig], experimen
     for model, config in configs.items():
         folder, run = out / slug(model), out / "runs" / slug(model)
         base, tuned = read_result(folder / "base.json"), read_result(folder / "tuned.json")
-        summary = json.loads((run / "train_summary.json").read_text(encoding="utf-8"))
+        summary = RunFolder(run).read_summary()
         bars, curve = out / f"{slug(model)}-sts.png", out / f"{slug(model)}-training.png"
         plot_base_vs_tuned(base, tuned, model, bars)
-        plot_training_curve(run / "train_log.jsonl", curve)
+        plot_training_curve(RunFolder(run).log, curve)
         entries[model] = {"config": config_to_dict(config), "train": summary, "base": base.to_dict(),
                           "tuned": tuned.to_dict(), "plots": [bars.name, curve.name]}
         if (folder / "tuned.retrieval.json").exists():  # scored on a search set too (--retrieval)
@@ -295,7 +291,7 @@ def write_ablation_report(out: Path, combos: dict, base_points: dict[str, Path],
     first_config = next(iter(combos.values()))[1]
     rows = []
     for name, (point, _config) in combos.items():
-        summary = json.loads((out / "runs" / slug(name) / "train_summary.json").read_text(encoding="utf-8"))
+        summary = RunFolder(out / "runs" / slug(name)).read_summary()
         result = read_result(report_file(out / "points" / slug(name), ".json"))
         rows.append({"point": point, "scores": result.scores, "average": result.average,
                      "train_seconds": summary["train_seconds"]})

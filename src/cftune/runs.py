@@ -19,9 +19,12 @@ import os
 import re
 import shutil
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
-from cftune.config import ConfigError, TrainConfig, check_same_config
+import yaml
+
+from cftune.config import BOOKKEEPING, ConfigError, TrainConfig, config_to_dict, flat_settings
 from cftune.errors import ModelSourceError
 from cftune.io import FolderLock, check_output_folder, file_sha256, write_atomic, write_marker
 
@@ -31,11 +34,79 @@ MANIFEST = "cftune_files.json"  # in each checkpoint: {"files": {relative path: 
 CHECKPOINT = re.compile(r"checkpoint-(\d+)")  # the trainer's folder names under OUT/checkpoints
 
 
+@dataclass(frozen=True)
+class RunFolder:
+    """A training run's folder and its files by name (the layout above): the one place that spells them."""
+
+    path: Path
+
+    @property
+    def mark(self) -> Path:
+        return self.path / RUN_MARK
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def summary(self) -> Path:
+        return self.path / "train_summary.json"
+
+    @property
+    def log(self) -> Path:
+        return self.path / "train_log.jsonl"
+
+    @property
+    def curve(self) -> Path:
+        return self.path / "training_curve.png"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    def finished(self) -> bool:
+        return self.summary.is_file()
+
+    def read_config(self) -> dict:
+        return yaml.safe_load(self.config.read_text(encoding="utf-8")) or {}
+
+    def read_summary(self) -> dict:
+        return json.loads(self.summary.read_text(encoding="utf-8"))
+
+
 def is_run_folder(folder: Path) -> bool:
     """A folder cftune train wrote: its mark, or (a run of a cftune before the mark) a recipe beside
     checkpoints or a finished summary."""
-    return (folder / RUN_MARK).is_file() or ((folder / "config.yaml").is_file() and (
-        (folder / "train_summary.json").is_file() or (folder / "checkpoints").is_dir()))
+    run = RunFolder(folder)
+    return run.mark.is_file() or (run.config.is_file() and (run.finished() or run.checkpoints.is_dir()))
+
+
+def check_same_config(run: Path, config: TrainConfig) -> None:
+    """A run folder holding a config.yaml is only reused (resumed, or its result kept) with the same settings.
+
+    The one comparison behind `train --resume` and the stages of `reproduce` / `ablate`.
+    """
+    saved_path = RunFolder(run).config
+    if not saved_path.exists():
+        return
+    try:
+        saved = flat_settings(yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {})
+    except (yaml.YAMLError, AttributeError):  # AttributeError: not a mapping
+        saved = {}
+    asked = flat_settings(config_to_dict(config))
+    # A setting added after that run was made had its default then (every new setting defaults to the old
+    # behaviour); a setting only the saved file knows (another cftune version) counts as different.
+    defaults = flat_settings(config_to_dict(TrainConfig()))
+    saved |= {key: defaults[key] for key in asked.keys() - saved.keys() if key in defaults}
+    missing = "(not set)"
+    differ = [f"{key}: {asked.get(key, missing)!r} asked, {saved.get(key, missing)!r} there"
+              for key in sorted((saved.keys() | asked.keys()) - BOOKKEEPING,
+                                key=lambda k: (k not in saved or k not in asked, k))  # real changes first
+              if key not in saved or key not in asked or saved[key] != asked[key]]
+    if differ:
+        raise ConfigError(f"{run} holds a run with other settings than this command asks for "
+                          f"({'; '.join(differ[:3])}{'; ...' if len(differ) > 3 else ''}; see {saved_path}); "
+                          "choose another --out, or delete that folder")
 
 
 def mark_run_folder(out: Path) -> None:
@@ -44,7 +115,7 @@ def mark_run_folder(out: Path) -> None:
 
 def checkpoints(out: Path) -> list[tuple[int, Path]]:
     """The trainer's checkpoint-N folders of a run as (N, folder), oldest first."""
-    return sorted((int(m[1]), p) for p in (out / "checkpoints").glob("checkpoint-*")
+    return sorted((int(m[1]), p) for p in RunFolder(out).checkpoints.glob("checkpoint-*")
                   if p.is_dir() and (m := CHECKPOINT.fullmatch(p.name)))
 
 
@@ -58,10 +129,10 @@ def check_run_target(out: Path, config: TrainConfig, resume: bool) -> None:
     """
     check_output_folder(out, ours=is_run_folder)
     FolderLock(out).check_free()  # in use: say so first, whatever else is true of the folder
-    has_checkpoints, finished = bool(checkpoints(out)), (out / "train_summary.json").exists()
+    has_checkpoints, finished = bool(checkpoints(out)), RunFolder(out).finished()
     if not (has_checkpoints or finished):
         return
-    if not (out / "config.yaml").exists():
+    if not RunFolder(out).config.exists():
         raise ConfigError(f"{out} holds checkpoints or a model of an unknown run (no config.yaml); "
                           "choose another --out")
     check_same_config(out, config)

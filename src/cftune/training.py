@@ -61,6 +61,7 @@ from cftune.reports import (
 )
 from cftune.runs import (
     EXPORT_MARK,
+    RunFolder,
     check_export_target,
     check_run_target,
     cut_log,
@@ -353,16 +354,17 @@ def _train_in(out: Path, config: TrainConfig, resume: bool, triplets, columns: d
     from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
 
     mark_run_folder(out)
+    run = RunFolder(out)
     steps, warmup = schedule
     checkpoint = last_complete_checkpoint(out, steps) if resume else None
     if resume and checkpoint is None:
-        log.warning("--resume: no checkpoint in %s, starting from scratch", out / "checkpoints")
+        log.warning("--resume: no checkpoint in %s, starting from scratch", run.checkpoints)
     resume_from = str(checkpoint) if checkpoint else None
     if checkpoint:
-        cut_log(out / "train_log.jsonl", checkpoint)
+        cut_log(run.log, checkpoint)
     else:
-        (out / "train_log.jsonl").unlink(missing_ok=True)
-    write_atomic(out / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False))
+        run.log.unlink(missing_ok=True)
+    write_atomic(run.config, yaml.safe_dump(config_to_dict(config), sort_keys=False))
     train_dataset = datasets.Dataset.from_dict(columns)
     distillation, teacher_seconds = None, 0.0
     if config.teacher:
@@ -403,7 +405,7 @@ def _train_in(out: Path, config: TrainConfig, resume: bool, triplets, columns: d
                                                  batch_size=64, name=DEV_NAME, main_similarity="cosine")
     bf16 = resolve_precision(config.precision, model.device) == "bfloat16"
     args = SentenceTransformerTrainingArguments(
-        output_dir=str(out / "checkpoints"),
+        output_dir=str(run.checkpoints),
         prompts=column_prompts or None,
         max_steps=steps,
         per_device_train_batch_size=config.batch_size,
@@ -433,7 +435,7 @@ def _train_in(out: Path, config: TrainConfig, resume: bool, triplets, columns: d
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=train_dataset,
         loss=build_loss(model, config, args.world_size, distillation), evaluator=evaluator,
-        callbacks=[JsonLogCallback(out / "train_log.jsonl"), EtaCallback(), ManifestCallback(), *callbacks],
+        callbacks=[JsonLogCallback(run.log), EtaCallback(), ManifestCallback(), *callbacks],
     )
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("%s fine-tuning: %.1fM trainable parameters", config.finetune, trainable / 1e6)
@@ -443,7 +445,7 @@ def _train_in(out: Path, config: TrainConfig, resume: bool, triplets, columns: d
     if trainer.is_world_process_zero():
         describe_origin(model, config, triplets.source)
         model.save(str(out))  # best (or, without dev set, last) checkpoint: adapter + template + pooling
-        plot_training_curve(out / "train_log.jsonl", out / "training_curve.png")
+        plot_training_curve(run.log, run.curve)
         best = trainer.state.best_metric
         summary = {"best_dev_spearman_x100": None if best is None else best * 100,
                    "best_checkpoint": trainer.state.best_model_checkpoint, "steps": trainer.state.global_step,
@@ -456,7 +458,7 @@ def _train_in(out: Path, config: TrainConfig, resume: bool, triplets, columns: d
                    "peak_rss_gib": round(peak_rss_gib(), 2), **mntp,
                    **({"teacher": config.teacher, "teacher_seconds": round(teacher_seconds, 1),
                        "projection": projection} if config.teacher else {})}
-        write_atomic(out / "train_summary.json", json.dumps(summary, indent=2) + "\n")
+        write_atomic(run.summary, json.dumps(summary, indent=2) + "\n")
         write_model_card_section(out, model_card_section(config_to_dict(config), summary))
     return out
 
