@@ -236,3 +236,50 @@ def test_teacher_cache_command_fills_the_cache_train_then_reuses(teacher_folder,
     counting = CountingTeacher(Teacher.of(str(teacher_folder), "STS", "float32"))
     fill_cache(Teacher.of(str(teacher_folder), "STS", "float32"), [t for row in TRIPLETS for t in row], load=counting)
     assert counting.loads == 0  # what train --teacher will ask for is there
+
+
+def test_plain_texts_distil_by_in_batch_kl_over_the_other_texts():
+    """One column of texts: each text's similarity distribution over the batch's other texts, the teacher's
+    against the student's (itself left out: it would always come first), against numpy."""
+    rng = np.random.default_rng(1)
+    s, t = rng.normal(size=(4, 6)), rng.normal(size=(4, 6))
+    others = ~np.eye(4, dtype=bool)
+
+    def logits(x):
+        return (unit(x) @ unit(x).T / 0.1)[others].reshape(4, 3)
+
+    p, log_q = softmax_rows(logits(t)), np.log(softmax_rows(logits(s)))
+    expected = np.sum(p * (np.log(p) - log_q)) / 4
+
+    class Student(torch.nn.Module):
+        device = torch.device("cpu")
+
+    config = load_config(overrides={"teacher": "t", "distill_loss": "kl", "contrastive_weight": 0,
+                                    "distill_temperature": 0.1})
+    loss = DistillationLoss(Student(), None, config, t.astype(np.float32), np.arange(4)[:, None])
+    total = float(loss.compute_loss_from_embeddings([torch.tensor(s, dtype=torch.float32)], torch.arange(4)))
+    assert total == pytest.approx(expected, rel=1e-4)
+
+
+def test_a_student_learns_from_a_teacher_on_plain_unlabelled_text(tiny_models, nli_dir, teacher_folder, tmp_path,
+                                                                  capsys):
+    from cftune.cli import main
+
+    texts = list(dict.fromkeys(t for row in TRIPLETS for t in row))
+    plain = tmp_path / "texts.txt"  # a text a line, nothing else: no positives, no labels
+    plain.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    argv = ["train", "--model", str(tiny_models["llama"]), "--data", str(plain), "--teacher", str(teacher_folder),
+            "--teacher-prompt", "STS", "--batch-size", "8", "--max-steps", "24", "--data-dir", str(nli_dir),
+            "--set", "contrastive_weight=0", "--set", "distill_loss=kl", "--set", "eval_steps=0",
+            "--set", "save_steps=24", "--set", "learning_rate=1e-3", "--set", "precision=float32",
+            "--set", "lora.target_modules=all-linear", "--set", "logging_steps=1", "--out", str(tmp_path / "run")]
+    assert main(argv) == 0
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["rows"] == len(texts) and summary["projection"] is False  # KL needs no map
+    losses = [row["loss"] for row in map(json.loads, (tmp_path / "run" / "train_log.jsonl").read_text().splitlines())
+              if "loss" in row]
+    assert np.mean(losses[-4:]) < 0.7 * np.mean(losses[:4]), losses  # the student's similarities move to the teacher's
+    # with a contrastive loss, plain texts are refused: they have no positives
+    assert main([*argv[:-2], "--set", "contrastive_weight=1", "--out", str(tmp_path / "other")]) == 2
+    assert "unknown training data format; expected .csv, .jsonl, .parquet (a .txt of plain texts trains only " \
+           "from a teacher, with contrastive_weight 0)" in capsys.readouterr().err

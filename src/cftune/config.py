@@ -190,12 +190,17 @@ def training_format(config: TrainConfig):
     """What ``config``'s training rows hold and which column is which (a ``cftune.data.TrainingFormat``)."""
     from cftune.data import TrainingFormat
 
-    return TrainingFormat(parse_columns(config.columns), scored_pairs(config))
+    return TrainingFormat(parse_columns(config.columns), scored_pairs(config), texts=unlabelled(config))
 
 
 def _columns_ok(spec: str) -> bool:
     parse_columns(spec)  # raises ConfigError with the item at fault
     return True
+
+
+def unlabelled(config: TrainConfig) -> bool:
+    """Whether the run learns from a teacher alone, on plain texts (no positives: contrastive_weight 0)."""
+    return bool(config.teacher) and config.contrastive_weight == 0
 
 
 def scored_pairs(config: TrainConfig) -> bool:

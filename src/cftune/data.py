@@ -179,11 +179,14 @@ def load_sts_task(task: StsTask, data_dir: Path | None) -> StsPairs:
 # --------------------------------------------------------------------------------------------- training data
 
 # Header names accepted for each column: SimCSE's nli_for_simcse.csv uses sent0,sent1,hard_neg.
-TRIPLET_HEADERS = {"anchor": ("anchor", "sent0"), "positive": ("positive", "sent1"),
-                   "negative": ("negative", "hard_neg")}
+TRIPLET_HEADERS: dict[str, tuple[str, ...]] = {
+    "anchor": ("anchor", "sent0"), "positive": ("positive", "sent1"), "negative": ("negative", "hard_neg")}
 # scored pairs (for the CoSENT and AnGLE losses): the STS files' own names, and sentence-transformers'
-SCORED_HEADERS = {"sentence1": ("sentence1", "sentence_1"), "sentence2": ("sentence2", "sentence_2"),
-                  "score": ("score", "label")}
+SCORED_HEADERS: dict[str, tuple[str, ...]] = {
+    "sentence1": ("sentence1", "sentence_1"), "sentence2": ("sentence2", "sentence_2"), "score": ("score", "label")}
+# distillation from a teacher needs no labels: plain texts (a .txt line each, or a text column) as anchors, and
+# positives and negatives where the file has them
+TEXT_HEADERS: dict[str, tuple[str, ...]] = {**TRIPLET_HEADERS, "anchor": ("anchor", "sent0", "text", "sentence")}
 TRIPLET_FORMATS = (".csv", ".jsonl", ".parquet")
 
 
@@ -195,10 +198,21 @@ class TrainingFormat:
 
     columns: dict[str, str] = dataclasses.field(default_factory=dict)
     scored: bool = False
+    texts: bool = False  # positives optional: plain texts, one a row, do (distillation from a teacher only)
 
     @property
     def required(self) -> tuple[str, ...]:
-        return ("sentence1", "sentence2", "score") if self.scored else ("anchor", "positive")
+        return ("sentence1", "sentence2", "score") if self.scored else ("anchor",) if self.texts else \
+            ("anchor", "positive")
+
+    @property
+    def headers(self) -> dict[str, tuple[str, ...]]:
+        """The column names each role is found under."""
+        return SCORED_HEADERS if self.scored else TEXT_HEADERS if self.texts else TRIPLET_HEADERS
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        return (*TRIPLET_FORMATS, ".txt") if self.texts else TRIPLET_FORMATS
 NLI_HUB = ("princeton-nlp/datasets-for-simcse", "nli_for_simcse.csv")
 STSB_DEV = StsTask("STSBenchmark.dev", "mteb/stsbenchmark-sts", split="validation")
 
@@ -224,8 +238,7 @@ def _column_roles(header: list[str], source: str, form: TrainingFormat) -> dict[
             raise DataFormatError(source, 1, f"columns: no column {missing[0]!r} here; found {header}")
         found = dict(form.columns)
     else:
-        known = SCORED_HEADERS if form.scored else TRIPLET_HEADERS
-        found = {role: match for role, names in known.items()
+        found = {role: match for role, names in form.headers.items()
                  if (match := next((h for h in header if h in names), None)) is not None}
         if not form.scored:  # several hard negatives: negative_1..n (as `cftune mine` writes them), in order
             numbered = [h for h in header if re.fullmatch(r"negative_[0-9]+", h)]
@@ -238,7 +251,7 @@ def _column_roles(header: list[str], source: str, form: TrainingFormat) -> dict[
                      ", ".join(f"{role}={column}" for role, column in found.items()))
     for role in form.required:
         if role not in found:
-            names = (SCORED_HEADERS if form.scored else TRIPLET_HEADERS)[role]
+            names = form.headers[role]
             raise DataFormatError(source, 1, f"no {role} column: expected one of {names}, found {header} "
                                              f"(name it with columns: {role}=COLUMN)")
     return found
@@ -342,9 +355,10 @@ def read_triplets(path: str | os.PathLike | list[Path], *, form: TrainingFormat 
     form = form or TrainingFormat()
     paths = [Path(p) for p in path] if isinstance(path, list) else [Path(path)]
     for file in paths:
-        if file.suffix not in TRIPLET_FORMATS:
-            raise DataFormatError(str(file), None, "unknown training data format; expected "
-                                                   f"{', '.join(TRIPLET_FORMATS)}")
+        if file.suffix not in form.formats:
+            raise DataFormatError(str(file), None, f"unknown training data format; expected {', '.join(form.formats)}"
+                                  + ("" if form.texts else " (a .txt of plain texts trains only from a teacher, "
+                                                           "with contrastive_weight 0)"))
         if not file.is_file():
             raise DataFormatError(str(file), None, "file not found")
     columns: dict[str, list] | None = None
@@ -407,7 +421,7 @@ def training_files(spec: str, data_dir: str | None = None, *, download: bool = T
     the hub (``dataset_split_files``); a hub dataset id (``org/name`` or ``org/name:config``: its files, fetched
     once into the Hugging Face cache); or 'nli' (``training_file``)."""
     path = Path(spec)
-    if spec == "nli" or path.is_file() or path.suffix in TRIPLET_FORMATS:
+    if spec == "nli" or path.is_file() or path.suffix in (*TRIPLET_FORMATS, ".txt"):
         return [training_file(spec, data_dir, download=download)]
     if path.is_dir():
         return dataset_split_files(path, spec)

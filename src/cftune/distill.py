@@ -246,6 +246,9 @@ def in_batch_kl(student: list[torch.Tensor], teacher: list[torch.Tensor], temper
     without a teacher (results/distill)."""
     def scores(columns: list[torch.Tensor]) -> torch.Tensor:
         anchors = torch.nn.functional.normalize(columns[0], dim=-1)
+        if len(columns) == 1:  # plain texts: each against the batch's other texts (itself would always win)
+            others = ~torch.eye(len(anchors), dtype=torch.bool, device=anchors.device)
+            return (anchors @ anchors.T / temperature)[others].view(len(anchors), -1)
         candidates = torch.nn.functional.normalize(torch.cat(columns[1:]), dim=-1)
         return anchors @ candidates.T / temperature
 
