@@ -33,8 +33,12 @@ from transformers import AutoModelForCausalLM
 from cftune import encode, load_embedder
 from cftune.config import load_config
 from cftune.data import load_sts_task, parse_tasks, resolve_data_dir
+from cftune.design import EmbedderDesign
+from cftune.encoding import autocast, resolve_precision
 from cftune.io import machine
-from cftune.models import autocast, merge_lora, prompt_of, quantize_int8, resolve_precision, resolve_source
+from cftune.models import merge_lora, prepare_for_inference, quantize_int8
+from cftune.prompts import prompt_of
+from cftune.sources import resolve_source
 from cftune.training import add_lora
 
 
@@ -78,10 +82,10 @@ def paper_loop(causal_lm, tokenizer, texts: list[str], template: str) -> torch.T
 def tuned_model(model: str, tuned: str | None):
     """(unmerged, merged) copies of a fine-tuned embedder: a trained run, or a fresh all-linear LoRA."""
     if tuned:
-        return load_embedder(tuned), load_embedder(tuned, inference=True)
+        return load_embedder(tuned), prepare_for_inference(load_embedder(tuned))
     pair = []
     for _ in range(2):
-        embedder = load_embedder(model, prompt="eol")
+        embedder = load_embedder(model, EmbedderDesign(prompt="eol"))
         torch.manual_seed(0)  # the same adapter (A and B) in both copies
         add_lora(embedder, load_config("cpu-gemma3-270m"))
         with torch.no_grad():
@@ -96,7 +100,7 @@ def tuned_model(model: str, tuned: str | None):
 def tuned_rows(args, texts: list[str], precision: str) -> list[tuple[str, float]]:
     """Base vs LoRA unmerged vs merged, in fp32 and in the native precision when it is not fp32; there,
     also the merged model with its weights cast to bf16 once, as inference loads do now."""
-    base = load_embedder(args.model, prompt="eol", inference=True)
+    base = prepare_for_inference(load_embedder(args.model, EmbedderDesign(prompt="eol")))
     unmerged, merged = tuned_model(args.model, args.tuned)
     a, b = encode(unmerged, texts[:64], precision="float32"), encode(merged, texts[:64], precision="float32")
     print(f"merged vs unmerged, fp32, 64 sentences: largest relative difference "

@@ -29,8 +29,9 @@ import torch
 from encode_throughput import run_and_sentences, warm_up
 
 from cftune import encode, load_embedder
+from cftune.design import lm_body
 from cftune.io import machine
-from cftune.models import lm_body, quantize_int8
+from cftune.models import prepare_for_inference, quantize_int8
 
 
 def torch_ao_int8(model):
@@ -57,7 +58,7 @@ def cftune_int8(model):
 
 def main() -> None:
     args, texts = run_and_sentences(__doc__, 256)
-    fp32 = load_embedder(args.run, inference=True, precision="float32")
+    fp32 = prepare_for_inference(load_embedder(args.run), precision="float32")
     paths = {
         "fp32": lambda: fp32,
         "bf16 weights": lambda: copy.deepcopy(fp32).to(torch.bfloat16),

@@ -11,11 +11,12 @@ from torch.profiler import profile
 
 from cftune import encode, load_embedder
 from cftune.io import machine
+from cftune.models import prepare_for_inference
 
 
 def main() -> None:
     args, texts = run_and_sentences(__doc__, 64)
-    model = load_embedder(args.run, inference=True, quantize="int8")
+    model = prepare_for_inference(load_embedder(args.run), quantize="int8")
     warm_up(model, texts)
     with profile() as profiler:
         encode(model, texts)

@@ -16,14 +16,14 @@ import time
 from fastapi.testclient import TestClient
 
 from cftune.io import machine
-from cftune.models import load_embedder
+from cftune.models import load_embedder, prepare_for_inference
 from cftune.serving import ServeSettings, create_app
 
 TEXTS = ["first request after start-up", "the second request, a little longer than the first one", "third"]
 
 
 def measure(model_path: str, quantize: str | None, warm_up: bool) -> dict:
-    model = load_embedder(model_path, inference=True, quantize=quantize)
+    model = prepare_for_inference(load_embedder(model_path), quantize=quantize)
     started = time.perf_counter()
     with TestClient(create_app(model, "bench", ServeSettings(warm_up=warm_up))) as client:
         ready = time.perf_counter() - started

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from cftune import evaluate_sts, load_embedder
+from cftune.design import EmbedderDesign
 from cftune.io import machine, write_atomic
 
 PATHS = {  # name -> (load_embedder keyword arguments, the precision evaluate_sts is asked for)
@@ -48,7 +49,7 @@ def main() -> None:
     rows = []
     for name in names:
         load_arguments, precision = PATHS[name]
-        model = load_embedder(args.run, **load_arguments)
+        model = load_embedder(args.run, EmbedderDesign(**load_arguments))
         started = time.perf_counter()
         result = evaluate_sts(model, args.tasks, data_dir=args.data_dir, precision=precision,
                               show_progress_bar=False)

@@ -32,7 +32,7 @@ def paper_loop(model_name: str, data_dir: str, batch: int, steps: int, warmup: i
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from cftune.data import load_training_data
-    from cftune.models import resolve_source
+    from cftune.sources import resolve_source
 
     source, trust_remote_code = resolve_source(model_name)
     tokenizer = AutoTokenizer.from_pretrained(source)

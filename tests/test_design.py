@@ -5,17 +5,11 @@ import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 
-from cftune import ModelSourceError, encode, load_embedder
-from cftune.config import ConfigError, load_config
-from cftune.models import (
-    attention_of,
-    layers_of,
-    leaves_prompt_out,
-    named_prompts,
-    pooling_of,
-    prompt_of,
-    set_prompt,
-)
+from cftune import ConfigError, ModelSourceError, encode, load_embedder
+from cftune.config import load_config
+from cftune.design import EmbedderDesign, attention_of, layers_of, leaves_prompt_out, pooling_of
+from cftune.models import prepare_for_inference
+from cftune.prompts import named_prompts, prompt_of, set_prompt
 from cftune.training import add_lora, freeze_token_embeddings
 from conftest import CORPUS
 
@@ -31,7 +25,7 @@ def first_token_state(embedder, text: str) -> torch.Tensor:
 
 @pytest.mark.parametrize("attention", ["causal", "bidirectional"])
 def test_only_bidirectional_attention_lets_the_first_token_see_later_ones(tiny_models, attention):
-    embedder = load_embedder(str(tiny_models["gemma3_text"]), attention=attention)
+    embedder = load_embedder(str(tiny_models["gemma3_text"]), EmbedderDesign(attention=attention))
     assert attention_of(embedder) == attention
     one = first_token_state(embedder, "A man plays a guitar.")
     other = first_token_state(embedder, "A man plays a drum.")
@@ -42,7 +36,8 @@ def test_only_bidirectional_attention_lets_the_first_token_see_later_ones(tiny_m
 @pytest.mark.parametrize("pooling", ["lasttoken", "mean", "weightedmean"])
 @pytest.mark.parametrize("attention", ["causal", "bidirectional"])
 def test_design_is_batch_independent_and_survives_save(tiny_models, tmp_path, pooling, attention):
-    embedder = load_embedder(str(tiny_models["gemma3_text"]), prompt="eol", pooling=pooling, attention=attention)
+    embedder = load_embedder(str(tiny_models["gemma3_text"]),
+                             EmbedderDesign(prompt="eol", pooling=pooling, attention=attention))
     batch = encode(embedder, TEXTS, batch_size=len(TEXTS), precision="float32").numpy()
     for i, text in enumerate(TEXTS):
         alone = encode(embedder, [text], precision="float32").numpy()[0]
@@ -56,7 +51,7 @@ def test_design_is_batch_independent_and_survives_save(tiny_models, tmp_path, po
 
 
 def test_mean_pooling_is_the_mean_of_token_states(tiny_models):
-    embedder = load_embedder(str(tiny_models["gemma3_text"]), pooling="mean")
+    embedder = load_embedder(str(tiny_models["gemma3_text"]), EmbedderDesign(pooling="mean"))
     features = embedder.preprocess([TEXTS[1]])
     with torch.no_grad():
         states = embedder[0](features)["token_embeddings"][0]
@@ -66,7 +61,7 @@ def test_mean_pooling_is_the_mean_of_token_states(tiny_models):
 
 def test_lora_folder_keeps_bidirectional_attention(tiny_models, tmp_path):
     """A LoRA folder has no config.json: the switch must come back from sentence_bert_config.json."""
-    embedder = load_embedder(str(tiny_models["gemma3_text"]), attention="bidirectional", pooling="mean")
+    embedder = load_embedder(str(tiny_models["gemma3_text"]), EmbedderDesign(attention="bidirectional", pooling="mean"))
     add_lora(embedder, load_config(overrides={"lora.dropout": 0.0}))
     with torch.no_grad():  # LoRA starts as a no-op (B = 0); make it do something
         for name, parameter in embedder.named_parameters():
@@ -83,15 +78,18 @@ def test_lora_folder_keeps_bidirectional_attention(tiny_models, tmp_path):
 @pytest.mark.parametrize("arch", ["llama", "qwen3", "phi"])
 def test_bidirectional_attention_is_refused_where_there_is_no_switch(tiny_models, arch):
     with pytest.raises(ModelSourceError, match="gemma3_text"):
-        load_embedder(str(tiny_models[arch]), attention="bidirectional")
+        load_embedder(str(tiny_models[arch]), EmbedderDesign(attention="bidirectional"))
 
 
 def test_a_saved_embedder_cannot_be_loaded_with_another_design(tiny_models, tmp_path):
-    load_embedder(str(tiny_models["gemma3_text"]), pooling="mean").save(str(tmp_path / "saved"))
+    load_embedder(str(tiny_models["gemma3_text"]), EmbedderDesign(pooling="mean")).save(str(tmp_path / "saved"))
     with pytest.raises(ModelSourceError, match="pooling=mean"):
-        load_embedder(str(tmp_path / "saved"), pooling="lasttoken")
-    with pytest.raises(ModelSourceError, match="pooling must be one of"):
-        load_embedder(str(tiny_models["gemma3_text"]), pooling="max-ish")
+        load_embedder(str(tmp_path / "saved"), EmbedderDesign(pooling="lasttoken"))
+    # a design is checked once, when it is made: the setting is named, whoever asks (a recipe, a flag, Python)
+    with pytest.raises(ConfigError, match="^pooling: must be one of lasttoken, mean, weightedmean, got 'max-ish'$"):
+        EmbedderDesign(pooling="max-ish")
+    with pytest.raises(ConfigError, match="^prompt: must be one of none, eol, auto or a template"):
+        EmbedderDesign(prompt="no placeholder")
 
 
 def test_full_fine_tuning_trains_the_body_but_not_the_token_embeddings(tiny_models):
@@ -137,9 +135,10 @@ def test_an_encoder_reports_its_own_bidirectional_attention(tiny_models, tmp_pat
     encoder.save(str(tmp_path / "saved"))  # an encoder has no switch to write into its folder
     assert "config_kwargs" not in json.loads((tmp_path / "saved" / "sentence_bert_config.json").read_text())
     assert attention_of(load_embedder(str(tmp_path / "saved"))) == "bidirectional"
-    assert attention_of(load_embedder(str(tiny_models["bert"]), attention="bidirectional")) == "bidirectional"
+    bert = load_embedder(str(tiny_models["bert"]), EmbedderDesign(attention="bidirectional"))
+    assert attention_of(bert) == "bidirectional"
     with pytest.raises(ModelSourceError, match="attention=bidirectional"):
-        load_embedder(str(tiny_models["bert"]), attention="causal")
+        load_embedder(str(tiny_models["bert"]), EmbedderDesign(attention="causal"))
 
 
 def eos_states_by_layer(folder, texts) -> torch.Tensor:
@@ -162,7 +161,7 @@ def test_layers_runs_only_the_first_layers_and_survives_save(tiny_models, tmp_pa
     from transformers import AutoModel, AutoTokenizer
 
     folder = tiny_models["gemma3_text"]
-    embedder = load_embedder(str(folder), layers=1)
+    embedder = load_embedder(str(folder), EmbedderDesign(layers=1))
     assert layers_of(embedder) == (1, 1)
     ours = encode(embedder, TEXTS, precision="float32").numpy()
     # the reference: transformers' own one-layer model of the same weights, at the appended EOS
@@ -185,20 +184,20 @@ def test_layers_runs_only_the_first_layers_and_survives_save(tiny_models, tmp_pa
     embedder.save(str(tmp_path / "run"))  # a LoRA folder: no config.json, the layer count lives in ST's config
     plain = SentenceTransformer(str(tmp_path / "run"), device="cpu")
     np.testing.assert_allclose(plain.encode(TEXTS, convert_to_numpy=True), tuned, atol=1e-5, rtol=0)
-    reloaded = load_embedder(str(tmp_path / "run"), inference=True)  # merged, as eval loads it
+    reloaded = prepare_for_inference(load_embedder(str(tmp_path / "run")))  # merged, as eval loads it
     assert layers_of(reloaded) == (1, 1)
     reloaded.save(str(tmp_path / "again"))  # what export writes: still one layer
     np.testing.assert_allclose(SentenceTransformer(str(tmp_path / "again"), device="cpu").encode(TEXTS), tuned,
                                atol=1e-5, rtol=0)
     with pytest.raises(ModelSourceError, match="layers=1; it cannot be loaded with layers=2"):
-        load_embedder(str(tmp_path / "run"), layers=2)
+        load_embedder(str(tmp_path / "run"), EmbedderDesign(layers=2))
     with pytest.raises(ModelSourceError, match="layers must be between 1 and this model's 2"):
-        load_embedder(str(folder), layers=3)
+        load_embedder(str(folder), EmbedderDesign(layers=3))
 
 
 def test_pooled_layers_is_the_mean_of_the_last_layers_states(tiny_models, tmp_path):
     folder = tiny_models["gemma3_text"]
-    embedder = load_embedder(str(folder), pooled_layers=2)
+    embedder = load_embedder(str(folder), EmbedderDesign(pooled_layers=2))
     assert layers_of(embedder) == (2, 2)
     ours = encode(embedder, TEXTS, precision="float32").numpy()
     by_layer = eos_states_by_layer(folder, TEXTS)
@@ -212,7 +211,7 @@ def test_pooled_layers_is_the_mean_of_the_last_layers_states(tiny_models, tmp_pa
     np.testing.assert_allclose(plain.encode(TEXTS, convert_to_numpy=True), ours, atol=1e-5, rtol=0)
     assert layers_of(load_embedder(str(tmp_path / "saved"))) == (2, 2)
     with pytest.raises(ModelSourceError, match="pooled_layers must be between 1 and the 1 layers kept"):
-        load_embedder(str(folder), layers=1, pooled_layers=2)
+        load_embedder(str(folder), EmbedderDesign(layers=1, pooled_layers=2))
 
 
 def record_prompts(monkeypatch) -> list:
@@ -313,8 +312,8 @@ def token_states(embedder, texts: list[str], **kwargs) -> tuple[torch.Tensor, to
 @pytest.mark.parametrize("arch", ["gemma3_text", "qwen3"])  # with and without a BOS
 def test_leaving_the_prompt_out_changes_nothing_without_a_prompt(tiny_models, tmp_path, arch):
     """With no prompt, the plain-text path (tokenizer appends EOS) embeds exactly as the chat-template path."""
-    included = load_embedder(str(tiny_models[arch]), pooling="mean")
-    left_out = load_embedder(str(tiny_models[arch]), pooling="mean", include_prompt=False)
+    included = load_embedder(str(tiny_models[arch]), EmbedderDesign(pooling="mean"))
+    left_out = load_embedder(str(tiny_models[arch]), EmbedderDesign(pooling="mean", include_prompt=False))
     np.testing.assert_array_equal(included.tokenize(TEXTS)["input_ids"], left_out.tokenize(TEXTS)["input_ids"])
     np.testing.assert_allclose(encode(left_out, TEXTS, precision="float32").numpy(),
                                encode(included, TEXTS, precision="float32").numpy(), atol=1e-6, rtol=0)
@@ -322,8 +321,8 @@ def test_leaving_the_prompt_out_changes_nothing_without_a_prompt(tiny_models, tm
 
 @pytest.mark.parametrize("pooling", ["mean", "weightedmean"])
 def test_the_prompt_is_left_out_of_the_mean_and_a_saved_folder_does_the_same(tiny_models, tmp_path, pooling):
-    embedder = load_embedder(str(tiny_models["gemma3_text"]), prompt=PREFIX + "{text}", pooling=pooling,
-                             include_prompt=False)
+    embedder = load_embedder(str(tiny_models["gemma3_text"]),
+                             EmbedderDesign(prompt=PREFIX + "{text}", pooling=pooling, include_prompt=False))
     ours = encode(embedder, TEXTS, batch_size=len(TEXTS), precision="float32").numpy()
     tokenizer = embedder.tokenizer
     prompt_tokens = len(tokenizer(PREFIX)["input_ids"]) - 1  # BOS + the prefix (the EOS after it is not)
@@ -335,20 +334,21 @@ def test_the_prompt_is_left_out_of_the_mean_and_a_saved_folder_does_the_same(tin
         weights = torch.arange(prompt_tokens + 1, len(ids) + 1, dtype=torch.float32)[:, None]
         expected = kept.mean(0) if pooling == "mean" else (kept * weights).sum(0) / weights.sum()
         np.testing.assert_allclose(ours[i], expected.numpy(), atol=1e-5, rtol=0)  # batched == alone, by hand
-    with_prompt = load_embedder(str(tiny_models["gemma3_text"]), prompt=PREFIX + "{text}", pooling=pooling)
+    with_prompt = load_embedder(str(tiny_models["gemma3_text"]),
+                                EmbedderDesign(prompt=PREFIX + "{text}", pooling=pooling))
     assert not np.allclose(encode(with_prompt, TEXTS, precision="float32").numpy(), ours, atol=1e-3)
 
     embedder.save(str(tmp_path / "saved"))
     plain = SentenceTransformer(str(tmp_path / "saved"), device="cpu")
     np.testing.assert_allclose(plain.encode(TEXTS, convert_to_numpy=True), ours, atol=1e-5, rtol=0)
-    reloaded = load_embedder(str(tmp_path / "saved"), inference=True, precision="float32")
+    reloaded = prepare_for_inference(load_embedder(str(tmp_path / "saved")), precision="float32")
     assert prompt_of(reloaded) == PREFIX + "{text}" and leaves_prompt_out(reloaded)
     np.testing.assert_allclose(encode(reloaded, TEXTS, precision="float32").numpy(), ours, atol=1e-5, rtol=0)
     with pytest.raises(ModelSourceError, match="include_prompt=True"):
-        load_embedder(str(tmp_path / "saved"), include_prompt=True)
+        load_embedder(str(tmp_path / "saved"), EmbedderDesign(include_prompt=True))
     set_prompt(reloaded, "none")  # a new prefix (here none) is what is put before, and left out, now
     np.testing.assert_allclose(encode(reloaded, TEXTS, precision="float32").numpy(),
-                               encode(load_embedder(str(tiny_models["gemma3_text"]), pooling=pooling),
+                               encode(load_embedder(str(tiny_models["gemma3_text"]), EmbedderDesign(pooling=pooling)),
                                       TEXTS, precision="float32").numpy(), atol=1e-5, rtol=0)
     with pytest.raises(ModelSourceError, match="'eol' puts text after it"):
         set_prompt(reloaded, "eol")
@@ -359,8 +359,8 @@ def test_the_prompt_is_left_out_of_the_mean_and_a_saved_folder_does_the_same(tin
     ({"pooling": "mean", "prompt": "eol"}, "'eol' puts text after it"),
 ])
 def test_leaving_the_prompt_out_is_refused_where_it_cannot_work(tiny_models, settings, message):
-    with pytest.raises(ModelSourceError, match=f"^include_prompt: false .*{message}"):
-        load_embedder(str(tiny_models["gemma3_text"]), include_prompt=False, **settings)
+    with pytest.raises(ConfigError, match=f"^include_prompt: false .*{message}"):  # the same error, either way
+        EmbedderDesign(include_prompt=False, **settings)
     with pytest.raises(ConfigError, match=f"^include_prompt: false .*{message}"):
         load_config(overrides={"include_prompt": False, **settings})
 
@@ -383,7 +383,7 @@ def test_training_leaves_the_template_and_the_named_prompts_out_of_the_mean(tiny
     assert set(prompts_seen) - {None} == {PREFIX + "query: ", PREFIX}
 
     plain = SentenceTransformer(str(run), device="cpu")
-    ours = load_embedder(str(run), inference=True, precision="float32")
+    ours = prepare_for_inference(load_embedder(str(run)), precision="float32")
     assert named_prompts(ours) == {"query": "query: ", "document": ""}
     as_query = encode(ours, TEXTS, precision="float32", prompt_name="query").numpy()
     np.testing.assert_allclose(plain.encode_query(TEXTS), as_query, atol=1e-5, rtol=0)

@@ -16,8 +16,10 @@ from sentence_transformers import SentenceTransformer
 from cftune import load_embedder
 from cftune.cli import main
 from cftune.config import load_config
+from cftune.design import EmbedderDesign
 from cftune.distill import DistillationLoss, Teacher, fill_cache
-from cftune.models import encode
+from cftune.encoding import encode
+from cftune.models import prepare_for_inference
 from cftune.training import train
 from conftest import CORPUS, TRIPLETS
 
@@ -191,7 +193,7 @@ def test_a_student_learns_the_teachers_space_and_saves_its_map(tiny_models, nli_
     config = load_config(overrides=settings)
     texts = [t for row in TRIPLETS for t in row]
     # before: the untrained student with the map training starts from (fitted by ridge regression)
-    before = load_embedder(config.model, prompt="eol")
+    before = load_embedder(config.model, EmbedderDesign(prompt="eol"))
     columns = {"anchor": [a for a, _, _ in TRIPLETS], "positive": [p for _, p, _ in TRIPLETS],
                "negative": [n for _, _, n in TRIPLETS]}
     assert distill.add_projection(before, distill.prepare(config, columns), columns, config)
@@ -199,7 +201,7 @@ def test_a_student_learns_the_teachers_space_and_saves_its_map(tiny_models, nli_
 
     plain = SentenceTransformer(str(run))  # a plain sentence-transformers load: the map is part of the model
     assert plain.get_embedding_dimension() == 24 == plain.encode(["A man."]).shape[1]
-    ours = load_embedder(str(run), inference=True, precision="float32")
+    ours = prepare_for_inference(load_embedder(str(run)), precision="float32")
     np.testing.assert_allclose(plain.encode(texts), encode(ours, texts, precision="float32").numpy(), atol=1e-4)
     trained, fitted = teacher_cosine(ours, teacher_folder, texts), teacher_cosine(before, teacher_folder, texts)
     assert 1 - trained < 0.8 * (1 - fitted), (fitted, trained)  # a fifth of the way left to the teacher, at least

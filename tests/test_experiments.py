@@ -9,7 +9,9 @@ from cftune import experiments
 from cftune.cli import main
 from cftune.config import ConfigError
 from cftune.data import STS_TASKS
+from cftune.design import EmbedderDesign
 from cftune.experiments import parse_grid, reproduce
+from cftune.models import prepare_for_inference
 from cftune.reports import model_card_section_of, reproduce_markdown
 from cftune.training import export
 from conftest import assert_is_a_plot, write_retrieval_set
@@ -189,9 +191,9 @@ def test_ablate_scores_the_untrained_model_the_grid_starts_from(tiny_models, dat
                  "--tasks", TASKS, "--set", "batch_size=8", "--set", "precision=float32", "--out", str(out)]) == 0
     [untrained] = json.loads((out / "ablation.json").read_text())["untrained"]
     # scored as ablate scores it (an inference load, precision auto)
-    whole = evaluate_sts(load_embedder(model, prompt="eol", inference=True, precision="auto"), TASKS,
+    whole = evaluate_sts(prepare_for_inference(load_embedder(model, EmbedderDesign(prompt="eol"))), TASKS,
                          data_dir=data_dir, show_progress_bar=False)
-    one_layer = evaluate_sts(load_embedder(model, prompt="eol", layers=1, inference=True, precision="auto"), TASKS,
+    one_layer = evaluate_sts(prepare_for_inference(load_embedder(model, EmbedderDesign(prompt="eol", layers=1))), TASKS,
                              data_dir=data_dir, show_progress_bar=False)
     assert untrained["average"] == pytest.approx(whole.average, abs=1e-4)
     assert abs(whole.average - one_layer.average) > 1e-3  # the check could tell the two apart
@@ -226,7 +228,7 @@ def test_ablate_scores_search_at_every_point_when_given_a_search_set(tiny_models
     rows = json.loads((out / "ablation.json").read_text())["results"]
     for row in rows:  # each point's search score is its own model's, as eval --retrieval scores it
         run = out / "runs" / experiments.slug(f"learning_rate={row['point']['learning_rate']}")
-        alone = evaluate_retrieval(load_embedder(str(run), inference=True, precision="auto"), str(search),
+        alone = evaluate_retrieval(prepare_for_inference(load_embedder(str(run)), precision="auto"), str(search),
                                    show_progress_bar=False)
         assert row["retrieval"]["nDCG@10"] == pytest.approx(alone.scores["nDCG@10"], abs=1e-6)
     table = (out / "ablation.md").read_text()

@@ -11,6 +11,7 @@ import pytest
 
 from cftune import load_embedder
 from cftune.cli import main
+from cftune.design import EmbedderDesign
 
 
 def hub_stand_in():
@@ -82,7 +83,7 @@ def hub():
 def test_push_uploads_the_model_but_not_the_checkpoints(tiny_models, tmp_path, hub, monkeypatch, capsys):
     url, state = hub
     run = tmp_path / "run"
-    load_embedder(str(tiny_models["gemma3_text"]), prompt="eol").save(str(run))
+    load_embedder(str(tiny_models["gemma3_text"]), EmbedderDesign(prompt="eol")).save(str(run))
     (run / "checkpoints" / "checkpoint-4").mkdir(parents=True)
     (run / "checkpoints" / "checkpoint-4" / "optimizer.pt").write_bytes(b"state")
     (run / ".train_summary.json.cftune-tmp-1").write_text("half")

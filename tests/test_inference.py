@@ -9,11 +9,13 @@ import torch
 from cftune import encode, load_embedder
 from cftune.cli import main
 from cftune.config import load_config
+from cftune.design import EmbedderDesign, lm_body
+from cftune.encoding import resolve_precision
 from cftune.errors import ConfigError
 from cftune.evaluation import evaluate_sts
 from cftune.int8 import Int8Linear, fused_steps, quantize_rows
 from cftune.io import cpu_has_native_bf16, machine
-from cftune.models import lm_body, resolve_precision
+from cftune.models import prepare_for_inference
 from cftune.training import add_lora
 from conftest import CORPUS
 
@@ -55,7 +57,7 @@ def test_auto_follows_a_onednn_isa_limit(monkeypatch, isa, expected):
 
 def tuned_folder(tiny_models, tmp_path, arch="llama"):
     """A saved embedder with a LoRA on all linear layers that does something (B != 0)."""
-    embedder = load_embedder(str(tiny_models[arch]), prompt="eol")
+    embedder = load_embedder(str(tiny_models[arch]), EmbedderDesign(prompt="eol"))
     add_lora(embedder, load_config(overrides={"lora.dropout": 0.0, "lora.target_modules": "all-linear"}))
     torch.manual_seed(3)
     with torch.no_grad():
@@ -70,10 +72,11 @@ def tuned_folder(tiny_models, tmp_path, arch="llama"):
 def test_inference_load_merges_the_lora_and_embeds_the_same(tiny_models, tmp_path, arch):
     folder = tuned_folder(tiny_models, tmp_path, arch)
     unmerged = load_embedder(str(folder))
-    merged = load_embedder(str(folder), inference=True)
+    merged = prepare_for_inference(load_embedder(str(folder)))
     assert any("lora_" in name for name, _ in unmerged.named_parameters())
     assert not any("lora_" in name for name, _ in merged.named_parameters())
-    base = encode(load_embedder(str(tiny_models[arch]), prompt="eol"), TEXTS, precision="float32").numpy()
+    base = encode(load_embedder(str(tiny_models[arch]), EmbedderDesign(prompt="eol")), TEXTS,
+                  precision="float32").numpy()
     want = encode(unmerged, TEXTS, precision="float32").numpy()
     assert np.abs(want - base).max() > 1e-3, "the adapter must change the vectors for this test to mean anything"
     np.testing.assert_allclose(encode(merged, TEXTS, precision="float32").numpy(), want, atol=1e-5, rtol=0)
@@ -82,8 +85,8 @@ def test_inference_load_merges_the_lora_and_embeds_the_same(tiny_models, tmp_pat
 
 def test_a_bf16_inference_load_casts_the_weights_once_and_says_so(tiny_models, tmp_path, sts_dir):
     folder = tuned_folder(tiny_models, tmp_path, "gemma3_text")
-    fp32 = load_embedder(str(folder), inference=True, precision="float32")
-    bf16 = load_embedder(str(folder), inference=True, precision="bfloat16")
+    fp32 = prepare_for_inference(load_embedder(str(folder)), precision="float32")
+    bf16 = prepare_for_inference(load_embedder(str(folder)), precision="bfloat16")
     assert {p.dtype for p in fp32.parameters()} == {torch.float32}
     assert {p.dtype for p in bf16.parameters()} == {torch.bfloat16}  # merged first, then cast: no LoRA left
     want = encode(fp32, TEXTS, precision="float32")
@@ -94,13 +97,13 @@ def test_a_bf16_inference_load_casts_the_weights_once_and_says_so(tiny_models, t
     assert evaluate_sts(bf16, "STS12", data_dir=str(sts_dir), precision="float32").precision == "bfloat16"
     assert evaluate_sts(fp32, "STS12", data_dir=str(sts_dir), precision="float32").precision == "float32"
     # a training load is never cast, whatever precision it is later used in
-    assert {p.dtype for p in load_embedder(str(folder), precision="bfloat16").parameters()} == {torch.float32}
+    assert {p.dtype for p in load_embedder(str(folder)).parameters()} == {torch.float32}
 
 
 def test_an_int8_inference_load_quantizes_every_linear_layer_and_stays_close(tiny_models, tmp_path, sts_dir):
     folder = tuned_folder(tiny_models, tmp_path, "gemma3_text")
-    fp32 = load_embedder(str(folder), inference=True, precision="float32")
-    int8 = load_embedder(str(folder), inference=True, precision="auto", quantize="int8")
+    fp32 = prepare_for_inference(load_embedder(str(folder)), precision="float32")
+    int8 = prepare_for_inference(load_embedder(str(folder)), precision="auto", quantize="int8")
     assert not [m for m in lm_body(int8).modules() if isinstance(m, torch.nn.Linear)]
     assert len([m for m in lm_body(int8).modules() if isinstance(m, Int8Linear)]) == 2 * 7  # 2 layers x 7
     assert all(p.dtype == torch.float32 for p in lm_body(fp32).parameters())
@@ -141,7 +144,7 @@ def test_an_int8_layer_is_the_exact_product_of_its_int8_numbers(fused):
 
 
 def test_int8_runs_eagerly_where_torch_compile_cannot(tiny_models, monkeypatch, caplog):
-    compiled = encode(load_embedder(str(tiny_models["gemma3_text"]), inference=True, quantize="int8"), TEXTS)
+    compiled = encode(prepare_for_inference(load_embedder(str(tiny_models["gemma3_text"])), quantize="int8"), TEXTS)
 
     def no_compiler(function, **kwargs):
         def fails(*args):
@@ -150,25 +153,28 @@ def test_int8_runs_eagerly_where_torch_compile_cannot(tiny_models, monkeypatch, 
 
     monkeypatch.setattr(torch, "compile", no_compiler)
     with caplog.at_level("WARNING", logger="cftune.int8"):
-        eager = load_embedder(str(tiny_models["gemma3_text"]), inference=True, quantize="int8")
+        eager = prepare_for_inference(load_embedder(str(tiny_models["gemma3_text"])), quantize="int8")
     assert "torch.compile cannot run here (InductorError: no C++ compiler found); running eagerly" in caplog.text
     torch.testing.assert_close(encode(eager, TEXTS), compiled, atol=1e-4, rtol=0)
 
 
-def test_quantize_is_refused_for_training_loads_and_unknown_names(tiny_models):
-    with pytest.raises(ConfigError, match="quantize must be one of int8, got 'int4'"):
-        load_embedder(str(tiny_models["llama"]), inference=True, quantize="int4")
-    with pytest.raises(ConfigError, match="training needs float weights"):
-        load_embedder(str(tiny_models["llama"]), quantize="int8")
-    with pytest.raises(ConfigError, match="quantize=int8 is for CPUs; on cuda use --precision auto"):
-        load_embedder(str(tiny_models["llama"]), inference=True, quantize="int8", device="cuda")
+def test_quantize_is_refused_for_unknown_names_and_other_devices_before_a_model_loads(tiny_models, capsys):
+    from cftune.config import check_quantization
+
+    with pytest.raises(ConfigError, match="^quantize: must be one of int8, got 'int4'$"):
+        prepare_for_inference(load_embedder(str(tiny_models["llama"])), quantize="int4")
+    with pytest.raises(ConfigError, match="^quantize: int8 is for CPUs; on cuda use precision auto"):
+        check_quantization("int8", "cuda")
+    assert main(["similarity", "--model", "no-such-model-is-loaded", "--quantize", "int8", "--device", "cuda",
+                 "a", "b"]) == 2  # the command line says so before it looks for the model
+    assert "--quantize: int8 is for CPUs; on cuda" in capsys.readouterr().err
 
 
 def test_the_quantize_flag_reaches_the_model_a_command_loads(tiny_models, tmp_path, capsys):
     folder = str(tuned_folder(tiny_models, tmp_path, "gemma3_text"))
     a, b = "A man plays a guitar.", CORPUS[1]
     assert main(["similarity", "--model", folder, "--quantize", "int8", a, b]) == 0
-    int8 = encode(load_embedder(folder, inference=True, quantize="int8"), [a, b])
+    int8 = encode(prepare_for_inference(load_embedder(folder), quantize="int8"), [a, b])
     assert float(capsys.readouterr().out) == pytest.approx(float(torch.cosine_similarity(*int8[:, None])), abs=1e-4)
     with pytest.raises(SystemExit):  # argparse names the choices
         main(["similarity", "--model", folder, "--quantize", "int4", a, b])

@@ -56,7 +56,7 @@ def test_mine_refuses_a_bad_out_or_input_before_the_model_loads(tmp_path, capsys
 
 
 def test_a_search_model_mines_with_its_query_and_document_prompts(tmp_path, capsys):
-    from cftune.models import set_named_prompts
+    from cftune.prompts import set_named_prompts
 
     model = load_embedder("minilm-l6")
     set_named_prompts(model, {"query": "question about: ", "document": "unrelated filler words before it: "})

@@ -8,7 +8,9 @@ from sentence_transformers import SentenceTransformer
 from transformers import AutoModel, AutoTokenizer
 
 from cftune import ModelSourceError, encode, load_embedder
-from cftune.models import PROMPTS, prompt_of, set_prompt
+from cftune.aliases import PROMPTS
+from cftune.design import EmbedderDesign
+from cftune.prompts import prompt_of, set_prompt
 from conftest import CORPUS, DECODERS
 
 TEXTS = ["Hi.", CORPUS[1], CORPUS[4], "A cat sleeps."]  # very different lengths -> lots of padding
@@ -52,7 +54,7 @@ def test_pooling_takes_the_eos_under_either_padding(tiny_models, arch, padding_s
 
 @pytest.mark.parametrize("arch", list(DECODERS))
 def test_decoder_saves_and_loads_as_plain_sentence_transformer(tiny_models, arch, tmp_path):
-    embedder = load_embedder(str(tiny_models[arch]), prompt="eol")
+    embedder = load_embedder(str(tiny_models[arch]), EmbedderDesign(prompt="eol"))
     assert "ForCausalLM" not in type(embedder[0].auto_model).__name__, "only the body may run"
     assert not any("lm_head" in name for name, _ in embedder.named_parameters())
     ours = encode(embedder, TEXTS, precision="float32").numpy()
@@ -84,7 +86,7 @@ def test_encoder_keeps_its_own_pooling_and_roundtrips(tiny_models, tmp_path):
     embedder.save(str(tmp_path / "bert-st"))
     np.testing.assert_allclose(SentenceTransformer(str(tmp_path / "bert-st")).encode(TEXTS), vectors, atol=1e-5)
     with pytest.raises(ModelSourceError, match="encoder"):
-        load_embedder(str(tiny_models["bert"]), prompt="eol")
+        load_embedder(str(tiny_models["bert"]), EmbedderDesign(prompt="eol"))
 
 
 def test_lora_adapter_is_applied(tiny_models, tmp_path):
@@ -112,7 +114,6 @@ def test_lora_adapter_is_applied(tiny_models, tmp_path):
     [
         ("/nonexistent/model", {}, "not found"),
         ("missing.gguf", {}, "GGUF file not found"),
-        ("llama", {"prompt": "no placeholder"}, "{text}"),
         ("llama", {"adapter": "/tmp"}, "adapter_config.json"),
     ],
 )
@@ -152,7 +153,7 @@ def test_real_gguf_alias_converts_once_and_embeds_at_eos(monkeypatch):
 
 
 def test_sources_resolve_to_folders_hub_ids_and_aliases(tiny_models):
-    from cftune.models import resolve_source
+    from cftune.sources import resolve_source
 
     assert resolve_source(str(tiny_models["phi"])) == (str(tiny_models["phi"]), False)
     with pytest.raises(ModelSourceError, match="not in the local Hugging Face cache"):  # offline here

@@ -16,10 +16,11 @@ from safetensors.torch import load_file
 from cftune import cli, load_embedder, training
 from cftune.cli import main
 from cftune.config import ConfigError, config_to_dict, load_config
+from cftune.encoding import resolve_precision
 from cftune.errors import ModelSourceError, OutputPathError
 from cftune.io import TEMP_MARK, replace_folder_atomically, write_atomic
-from cftune.models import resolve_precision, resolve_source
 from cftune.runs import MANIFEST, check_same_config, checkpoint_problem
+from cftune.sources import resolve_source
 from cftune.training import EXPORT_MARK, export, train
 
 QUICK = {"batch_size": 8, "max_steps": 12, "warmup_steps": 2, "learning_rate": 1e-3, "eval_steps": 0,

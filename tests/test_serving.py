@@ -19,7 +19,9 @@ import torch
 
 from cftune import DataFormatError, encode, load_embedder
 from cftune.cli import main
+from cftune.design import EmbedderDesign
 from cftune.embedding import OutputPathError, embed_file, read_ids
+from cftune.models import prepare_for_inference
 from conftest import CORPUS, write_jsonl
 
 TEXTS = list(dict.fromkeys(CORPUS))
@@ -68,7 +70,7 @@ def server(served):
 
 @pytest.fixture(scope="module")
 def expected(tiny_models):
-    model = load_embedder(str(tiny_models["gemma3_text"]), prompt="eol")
+    model = load_embedder(str(tiny_models["gemma3_text"]), EmbedderDesign(prompt="eol"))
     return {text: v for text, v in zip(TEXTS, encode(model, TEXTS, precision="float32").numpy(), strict=True)}
 
 
@@ -183,11 +185,11 @@ def test_api_key_is_required_on_every_request(tiny_models, monkeypatch):
 def test_a_request_can_name_the_query_or_document_prompt(tiny_models, design):
     from fastapi.testclient import TestClient
 
-    from cftune.models import set_named_prompts
+    from cftune.prompts import set_named_prompts
     from cftune.serving import Batcher, Job, ServeSettings, create_app
 
     # mean pooling: a tiny random model's EOS state barely depends on the text, its token mean does
-    model = load_embedder(str(tiny_models["gemma3_text"]), pooling="mean", **design)
+    model = load_embedder(str(tiny_models["gemma3_text"]), EmbedderDesign(pooling="mean", **design))
     set_named_prompts(model, {"query": "query: ", "document": "passage: "})
     want = {name: encode(model, TEXTS[:2], precision="float32", prompt_name=name).numpy()
             for name in (None, "query", "document")}
@@ -211,7 +213,7 @@ def test_int8_output_scales_each_dimension_to_the_calibration_range(tiny_models)
     from cftune.serving import ServeSettings, create_app
     from conftest import CORPUS
 
-    model = load_embedder(str(tiny_models["gemma3_text"]), prompt="eol", pooling="mean")
+    model = load_embedder(str(tiny_models["gemma3_text"]), EmbedderDesign(prompt="eol", pooling="mean"))
     calibration = encode(model, list(dict.fromkeys(CORPUS)), precision="float32").numpy()
     with TestClient(create_app(model, "tiny", ServeSettings(precision="float32"))) as client:
         refused = client.post("/v1/embeddings", json={"input": TEXTS[:2], "embedding_type": "int8"})
@@ -235,7 +237,7 @@ def test_no_normalize_returns_the_model_s_own_vectors(tiny_models, expected):
 
     from cftune.serving import ServeSettings, create_app
 
-    model = load_embedder(str(tiny_models["gemma3_text"]), prompt="eol")
+    model = load_embedder(str(tiny_models["gemma3_text"]), EmbedderDesign(prompt="eol"))
     with TestClient(create_app(model, "tiny", ServeSettings(precision="float32", normalize=False))) as client:
         data = client.post("/v1/embeddings", json={"input": TEXTS[:2], "dimensions": 5}).json()["data"]
     assert abs(np.linalg.norm(expected[TEXTS[0]][:5]) - 1) > 0.01  # so unit length would be told apart
@@ -257,7 +259,7 @@ def test_metrics_count_requests_texts_and_batches(tiny_models):
 
     from cftune.serving import ServeSettings, create_app
 
-    model = load_embedder(str(tiny_models["gemma3_text"]), prompt="eol")
+    model = load_embedder(str(tiny_models["gemma3_text"]), EmbedderDesign(prompt="eol"))
     with TestClient(create_app(model, "tiny", ServeSettings(precision="float32"))) as client:
         assert client.post("/v1/embeddings", json={"input": TEXTS[:2]}).status_code == 200
         assert client.post("/v1/embeddings", json={"input": TEXTS[3]}).status_code == 200
@@ -370,10 +372,10 @@ DESIGNS = {"gemma-eol": ("gemma", {"prompt": "eol"}), "llama-eol": ("llama", {"p
 
 
 def design_model(tiny_models, design: str):
-    from cftune.models import set_named_prompts
+    from cftune.prompts import set_named_prompts
 
     arch, settings = DESIGNS[design]
-    model = load_embedder(str(tiny_models[arch]), **settings)
+    model = load_embedder(str(tiny_models[arch]), EmbedderDesign(**settings))
     set_named_prompts(model, {"query": "query: ", "document": "passage:"})
     return model
 
@@ -428,7 +430,7 @@ def test_texts_longer_than_the_model_reads_are_refused_unless_truncated(tiny_mod
     from cftune.serving import ServeSettings, create_app
 
     # mean pooling: a tiny random model's EOS state barely depends on the text, its token mean does
-    model = load_embedder(str(tiny_models["gemma3_text"]), prompt="eol", pooling="mean")
+    model = load_embedder(str(tiny_models["gemma3_text"]), EmbedderDesign(prompt="eol", pooling="mean"))
     shared = " ".join(TEXTS)  # over 64 tokens on its own; two texts that differ only after it
     texts = [shared + " The end.", shared + " Something else entirely happens after that, at length."]
     whole = lengths_read(model, texts)
@@ -467,10 +469,10 @@ def test_texts_longer_than_the_model_reads_are_refused_unless_truncated(tiny_mod
 def test_token_ids_are_read_as_the_model_s_own_tokens(tiny_models):
     from fastapi.testclient import TestClient
 
-    from cftune.models import lm_module
+    from cftune.design import lm_module
     from cftune.serving import ServeSettings, create_app
 
-    model = load_embedder(str(tiny_models["gemma3_text"]), prompt="eol", pooling="mean")
+    model = load_embedder(str(tiny_models["gemma3_text"]), EmbedderDesign(prompt="eol", pooling="mean"))
     tokenizer = lm_module(model).tokenizer
     ids = [tokenizer.encode(text, add_special_tokens=False) for text in TEXTS[:3]]
     with_bos = [tokenizer.encode(TEXTS[3])]  # a client's ids may carry the special tokens too: they are dropped
@@ -489,10 +491,10 @@ def test_strict_model_name_and_default_prompt_name(tiny_models):
     from fastapi.testclient import TestClient
 
     from cftune.errors import ConfigError
-    from cftune.models import set_named_prompts
+    from cftune.prompts import set_named_prompts
     from cftune.serving import ServeSettings, create_app
 
-    model = load_embedder(str(tiny_models["gemma3_text"]), prompt="eol", pooling="mean")
+    model = load_embedder(str(tiny_models["gemma3_text"]), EmbedderDesign(prompt="eol", pooling="mean"))
     set_named_prompts(model, {"query": "query: ", "document": "passage: "})
     query = encode(model, TEXTS[:2], precision="float32", prompt_name="query").numpy()
     document = encode(model, TEXTS[:2], precision="float32", prompt_name="document").numpy()
@@ -532,7 +534,7 @@ def test_a_request_of_2048_inputs_is_answered(tiny_models):
 def test_the_official_openai_client_against_a_real_server(tiny_models, expected):
     import openai
 
-    from cftune.models import lm_module
+    from cftune.design import lm_module
 
     process, url = start_server(str(tiny_models["gemma3_text"]), "--prompt", "eol", "--name", "tiny",
                                 "--max-inputs", "2048", "--max-batch", "256")
@@ -542,7 +544,7 @@ def test_the_official_openai_client_against_a_real_server(tiny_models, expected)
         packed = client.embeddings.create(model="tiny", input=TEXTS[:3])  # the client asks for base64 and decodes it
         short = client.embeddings.create(model="tiny", input=TEXTS[0], dimensions=8)
         many = client.embeddings.create(model="tiny", input=[TEXTS[i % len(TEXTS)] for i in range(2048)])
-        tokenizer = lm_module(load_embedder(str(tiny_models["gemma3_text"]), prompt="eol")).tokenizer
+        tokenizer = lm_module(load_embedder(str(tiny_models["gemma3_text"]), EmbedderDesign(prompt="eol"))).tokenizer
         ids = client.embeddings.create(model="tiny", input=[tokenizer.encode(t, add_special_tokens=False)
                                                             for t in TEXTS[:2]])
         long_text = " ".join(TEXTS)  # over --max-tokens 64
@@ -596,7 +598,7 @@ def write_inputs(folder):
 @pytest.mark.parametrize("target", ["npy", "parquet"])
 def test_embed_file_keeps_ids_aligned_with_vectors(tiny_models, tmp_path, expected, source, target):
     write_inputs(tmp_path)
-    model = load_embedder(str(tiny_models["gemma3_text"]), prompt="eol")
+    model = load_embedder(str(tiny_models["gemma3_text"]), EmbedderDesign(prompt="eol"))
     id_column = None if source == "txt" else "id"
     out = tmp_path / f"vectors.{target}"
     summary = embed_file(model, tmp_path / f"in.{source}", out, id_column=id_column, precision="float32",
@@ -642,7 +644,7 @@ def test_embed_bad_input_is_named_or_skipped_and_nothing_half_written(tiny_model
 def test_similarity_command_prints_the_cosine(tiny_models, capsys):
     model = str(tiny_models["bert"])
     assert main(["similarity", "--model", model, TEXTS[0], TEXTS[1]]) == 0
-    vectors = encode(load_embedder(model, inference=True, precision="auto"), TEXTS[:2])  # loaded as it loads
+    vectors = encode(prepare_for_inference(load_embedder(model), precision="auto"), TEXTS[:2])  # loaded as it loads
     cosine = float(np.dot(*vectors.numpy()) / np.prod(np.linalg.norm(vectors.numpy(), axis=1)))
     assert float(capsys.readouterr().out) == pytest.approx(cosine, abs=1e-4)
 
@@ -739,7 +741,7 @@ def test_embed_dim_keeps_the_leading_numbers_then_normalizes(tiny_models, tmp_pa
 
 
 def test_embed_prompt_name_uses_the_saved_models_prompt(tiny_models, tmp_path, capsys):
-    model = load_embedder(str(tiny_models["gemma3_text"]), prompt="eol", pooling="mean")
+    model = load_embedder(str(tiny_models["gemma3_text"]), EmbedderDesign(prompt="eol", pooling="mean"))
     model.prompts = {"query": "query: ", "document": "passage: "}
     model.save(str(tmp_path / "model"))
     write_inputs(tmp_path)

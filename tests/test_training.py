@@ -12,6 +12,7 @@ from sentence_transformers import SentenceTransformer
 from cftune import DataFormatError, encode, load_embedder
 from cftune.config import ConfigError, load_config
 from cftune.data import read_triplets
+from cftune.design import EmbedderDesign
 from cftune.training import add_lora, build_loss, export, train
 from conftest import TRIPLETS, assert_is_a_plot, write_jsonl
 
@@ -89,7 +90,7 @@ def test_training_lowers_the_loss_and_saves_a_plain_model(tiny_models, nli_dir, 
 
     texts = [t[0] for t in TRIPLETS[:4]]
     tuned = SentenceTransformer(str(run)).encode(texts)  # plain sentence-transformers, adapter included
-    base = encode(load_embedder(config.model, prompt="eol"), texts, precision="float32").numpy()
+    base = encode(load_embedder(config.model, EmbedderDesign(prompt="eol")), texts, precision="float32").numpy()
     assert np.abs(tuned - base).max() > 1e-3
     np.testing.assert_allclose(encode(load_embedder(str(run)), texts, precision="float32").numpy(), tuned,
                                atol=1e-5)
@@ -278,7 +279,7 @@ def hand_cosent(a: torch.Tensor, b: torch.Tensor, scores: list[float], scale: fl
 def test_scored_pairs_train_with_cosent_for_epochs_in_batches_with_a_warmup_ratio(tiny_models, nli_dir, tmp_path,
                                                                                      caplog):
     from cftune.cli import main
-    from cftune.models import prompt_of
+    from cftune.prompts import prompt_of
 
     pairs = [(a, n if i % 3 else p, float(i % 5)) for i, (a, p, n) in enumerate(TRIPLETS[:30])]
     data = tmp_path / "scored.csv"  # another file's names, mapped with --columns

@@ -13,8 +13,10 @@ __version__ = "0.1.0"
 _LAZY = {
     "StsResult": "cftune.evaluation",
     "evaluate_sts": "cftune.evaluation",
-    "encode": "cftune.models",
+    "encode": "cftune.encoding",
     "load_embedder": "cftune.models",
+    "prepare_for_inference": "cftune.models",
+    "EmbedderDesign": "cftune.design",
     "train": "cftune.training",
     "load_config": "cftune.config",
 }

@@ -48,9 +48,9 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 def _eval_retrieval(args: argparse.Namespace, model, dimension: int | None) -> None:
+    from cftune.encoding import set_output_dimension
     from cftune.evaluation import evaluate_retrieval
     from cftune.io import machine
-    from cftune.models import set_output_dimension
     from cftune.reports import retrieval_table, write_retrieval_report
 
     set_output_dimension(model, dimension)  # the vectors cut to their first N numbers (Matryoshka models)
@@ -220,7 +220,7 @@ def _embed(args: argparse.Namespace) -> None:
     check_text_input(args.input, column=args.column, id_column=args.id_column, skip_bad_rows=args.skip_bad_rows)
     check_model_arguments(args)
     from cftune.embedding import embed_file
-    from cftune.models import set_output_dimension
+    from cftune.encoding import set_output_dimension
 
     model = load_model(args)
     set_output_dimension(model, args.dim)
@@ -245,7 +245,7 @@ def _serve(args: argparse.Namespace) -> None:
     import os
 
     from cftune.data import iter_texts
-    from cftune.models import encode
+    from cftune.encoding import encode
     from cftune.serving import API_KEY_ENV, ServeSettings, serve, served_max_tokens
 
     # int8/uint8 outputs scale each dimension to the range these texts span; a bad file fails before the model
@@ -311,8 +311,11 @@ def check_report_arguments(args: argparse.Namespace) -> None:
 def check_model_arguments(args: argparse.Namespace) -> None:
     """--model and --adapter exist (a hub id: on the hub, or in the local cache offline), checked before torch
     is imported."""
+    from cftune.config import check_quantization
     from cftune.sources import check_adapter, check_source
 
+    if args.quantize and args.device:  # without --device, finding the device imports torch: load_model checks it
+        check_quantization(args.quantize, args.device)
     check_source(args.model)
     if args.adapter is not None:
         check_adapter(args.adapter)
@@ -329,12 +332,15 @@ def print_skipped(skipped: list[str], shown: int = 20) -> None:
 
 def load_model(args: argparse.Namespace):
     """The embedder that add_model_arguments describes."""
-    from cftune.models import load_embedder
+    from cftune.config import check_quantization
+    from cftune.design import EmbedderDesign
+    from cftune.models import load_embedder, prepare_for_inference
 
-    return load_embedder(args.model, adapter=args.adapter, prompt=args.prompt, pooling=args.pooling,
-                         attention=args.attention, layers=args.layers, pooled_layers=args.pooled_layers,
-                         include_prompt=args.include_prompt, device=args.device, inference=True,
-                         precision=args.precision, quantize=args.quantize)
+    design = EmbedderDesign(prompt=args.prompt, pooling=args.pooling, attention=args.attention, layers=args.layers,
+                            pooled_layers=args.pooled_layers, include_prompt=args.include_prompt)
+    check_quantization(args.quantize, args.device)  # before the model loads
+    model = load_embedder(args.model, design, adapter=args.adapter, device=args.device)
+    return prepare_for_inference(model, precision=args.precision, quantize=args.quantize)
 
 
 def int_in(low: int, high: int | None = None):

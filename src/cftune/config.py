@@ -113,6 +113,14 @@ class TrainConfig:
     report_to: list[str] = field(default_factory=list)
     seed: int = 42
 
+    @property
+    def design(self):
+        """The embedder's design these settings train (a ``cftune.design.EmbedderDesign``)."""
+        from cftune.design import EmbedderDesign
+
+        return EmbedderDesign(prompt=self.prompt, pooling=self.pooling, attention=self.attention, layers=self.layers,
+                              pooled_layers=self.pooled_layers, include_prompt=self.include_prompt)
+
 
 def _coerce(value: str | object, kind, key: str):
     """A YAML value or a --set string -> the field's declared type."""
@@ -418,6 +426,22 @@ def find_experiment(name: str) -> Experiment:
     if name not in EXPERIMENTS:
         raise ConfigError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}", "experiment")
     return EXPERIMENTS[name]
+
+
+def check_quantization(quantize: str | None, device: str | None = None) -> None:
+    """``quantize`` is one cftune has, for this device: checked before a model loads."""
+    if quantize is None:
+        return
+    if quantize not in QUANTIZATIONS:
+        raise ConfigError(f"must be one of {', '.join(QUANTIZATIONS)}, got {quantize!r}", "quantize")
+    if device is None:
+        from sentence_transformers.util import get_device_name  # torch: only where no device was named
+
+        device = get_device_name()  # the device sentence-transformers will load onto
+    target = str(device)
+    if not target.startswith("cpu"):
+        raise ConfigError(f"int8 is for CPUs; on {target} use precision auto (bf16 where the hardware has it)",
+                          "quantize")
 
 
 def check_trackers_installed(trackers: list[str]) -> None:

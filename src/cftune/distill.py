@@ -101,7 +101,7 @@ class Teacher:
     @classmethod
     def of(cls, name: str, prompt_name: str | None, precision: str = "auto") -> Teacher:
         """Checked before any work: the teacher exists and has the prompt asked for."""
-        from cftune.models import resolve_precision
+        from cftune.encoding import resolve_precision
 
         check_teacher(name, prompt_name)
         folder = teacher_folder(name)
@@ -128,9 +128,9 @@ class Teacher:
                                                 "prompt": self.prompt, "precision": self.precision})
 
     def load(self) -> SentenceTransformer:
-        from cftune.models import load_embedder
+        from cftune.models import load_embedder, prepare_for_inference
 
-        return load_embedder(str(self.folder), inference=True, precision=self.precision)
+        return prepare_for_inference(load_embedder(str(self.folder)), precision=self.precision)
 
 
 # --------------------------------------------------------------------------------------------- the cache
@@ -207,7 +207,7 @@ def fill_cache(teacher: Teacher, texts: list[str], *, batch_size: int = 32, chun
     with an estimate of the time left. ``load``: makes the teacher model (tests count its calls)."""
     from tqdm.auto import tqdm
 
-    from cftune.models import encode
+    from cftune.encoding import encode
 
     with FolderLock(teacher.cache_folder, "teacher cache"):
         cache = teacher.cache()  # opened under the lock: another process may have filled it meanwhile
@@ -309,7 +309,7 @@ def fit_projection(student: SentenceTransformer, texts: list[str], targets: np.n
     ``texts`` (the body as it is, before training): W = (S'S + ridge * n I)^-1 S'T, with a bias."""
     from sentence_transformers.base.modules import Dense
 
-    from cftune.models import encode
+    from cftune.encoding import encode
 
     features = encode(student, texts, precision=precision).double()
     features = torch.cat([features, torch.ones(len(texts), 1, dtype=torch.float64)], dim=1)  # the bias column

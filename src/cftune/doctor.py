@@ -106,8 +106,8 @@ def facts(data_dir: str | None = None, device: str | None = None) -> list[tuple[
     import torch
 
     from cftune.aliases import cache_dir
+    from cftune.encoding import resolve_precision
     from cftune.io import cpu_has_native_bf16, cpu_name
-    from cftune.models import resolve_precision
 
     device = device or default_device()
     rows = [("python", f"{platform.python_version()} ({platform.python_implementation()})")]
@@ -199,7 +199,7 @@ def benchmark(*, hidden_size: int = GEMMA3_270M["hidden_size"],
     import torch
     from transformers import Gemma3TextConfig, Gemma3TextModel
 
-    from cftune.models import autocast, resolve_precision
+    from cftune.encoding import autocast, resolve_precision
 
     device = device or default_device()
     precision = resolve_precision(precision, device)
@@ -220,7 +220,7 @@ def benchmark(*, hidden_size: int = GEMMA3_270M["hidden_size"],
 
     model.eval()
     if precision == "bfloat16":
-        model.bfloat16()  # as an inference load casts it (load_embedder(..., inference=True))
+        model.bfloat16()  # as an inference load casts it (prepare_for_inference)
     forward_s = _timed(forward, sync)
     model.float()  # training keeps fp32 weights under autocast
 

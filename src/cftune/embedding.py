@@ -86,7 +86,7 @@ def embed_file(model: SentenceTransformer, input_path: str | os.PathLike, out: s
     import torch
     from tqdm.auto import tqdm
 
-    from cftune.models import encode
+    from cftune.encoding import encode
 
     out = check_output_path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -171,7 +171,7 @@ def similarity(model: SentenceTransformer, a: str, b: str, *, precision: str = "
     query against a document: ``("query", "document")``)."""
     import torch
 
-    from cftune.models import encode
+    from cftune.encoding import encode
 
     first, second = (encode(model, [text], precision=precision, prompt_name=name)
                      for text, name in zip((a, b), prompt_names, strict=True))

@@ -13,8 +13,9 @@ from scipy.stats import spearmanr
 from sentence_transformers import SentenceTransformer
 
 from cftune.data import load_retrieval_set, load_sts_task, parse_tasks, resolve_data_dir
+from cftune.encoding import autocast, check_dimension, effective_precision, encode
 from cftune.io import format_duration
-from cftune.models import autocast, check_dimension, effective_precision, encode, prompt_of
+from cftune.prompts import prompt_of
 
 log = logging.getLogger(__name__)
 

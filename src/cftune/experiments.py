@@ -13,6 +13,7 @@ missing. Layout of an output folder:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -32,7 +33,7 @@ from cftune.config import (
 from cftune.data import load_retrieval_set, parse_tasks
 from cftune.evaluation import StsResult, evaluate_retrieval, evaluate_sts
 from cftune.io import FolderLock, machine, write_atomic
-from cftune.models import load_embedder
+from cftune.models import load_embedder, prepare_for_inference
 from cftune.reports import (
     ablation_markdown,
     model_card_section,
@@ -94,15 +95,14 @@ def report_folder(out: Path, command: str) -> Iterator[None]:
 
 def base_embedder(config: TrainConfig, prompt: str | None = None):
     """The untrained model with the design the configuration trains (pooling, attention, layers)."""
-    return load_embedder(config.model, prompt=prompt or config.prompt, pooling=config.pooling,
-                         attention=config.attention, layers=config.layers, pooled_layers=config.pooled_layers,
-                         include_prompt=config.include_prompt, inference=True, precision="auto")
+    design = dataclasses.replace(config.design, prompt=prompt or config.prompt)
+    return prepare_for_inference(load_embedder(config.model, design), precision="auto")
 
 
 def trained_embedder(run: Path):
     """A run's model, loaded for evaluation: its LoRA merged in memory (faster), the folder unchanged;
     bf16 weights where the hardware has bf16 natively."""
-    return load_embedder(str(run), inference=True, precision="auto")
+    return prepare_for_inference(load_embedder(str(run)), precision="auto")
 
 
 def train_stage(config: TrainConfig, run: Path, label: str = "") -> Stage:

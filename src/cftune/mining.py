@@ -58,7 +58,7 @@ def mine(model: SentenceTransformer, pairs_path: str | os.PathLike, out: str | o
     from datasets import Dataset
     from sentence_transformers.util import mine_hard_negatives
 
-    from cftune.models import autocast, effective_precision
+    from cftune.encoding import autocast, effective_precision
 
     out = check_mined_output(out)
     if negatives < 1 or not 0 <= range_min < range_max or margin < 0 or sampling not in ("top", "random"):

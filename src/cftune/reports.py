@@ -361,12 +361,11 @@ CARD_START, CARD_END = "<!-- cftune:start -->", "<!-- cftune:end -->"
 
 def model_card_section(config: dict, summary: dict, sts: StsResult | None = None) -> str:
     """What a saved model's README says about how cftune made it (and how it scored, once it was scored)."""
+    from cftune.design import EmbedderDesign  # only once a model was trained: torch is loaded already
+
     lora = config["lora"]
-    design = (f"{config['pooling']} pooling, {config['attention']} attention, "
-              + (f"the first {config['layers']} layers" if config.get("layers") else "all layers")
-              + (f", the mean of the last {config['pooled_layers']} layers" if config.get("pooled_layers", 1) > 1
-                 else "") + f"; prompt template `{config['prompt']}`"
-              + ("; the prompt's tokens left out of the mean" if config.get("include_prompt") is False else ""))
+    design = EmbedderDesign(**{name: config.get(name) for name in (
+        "prompt", "pooling", "attention", "layers", "pooled_layers", "include_prompt")}).describe()
     loss = (f"InfoNCE (sentence-transformers' MultipleNegativesRankingLoss), temperature {config['temperature']}, "
             f"hard negatives {'on' if config['hard_negatives'] else 'off'}"
             + (f", Matryoshka at {', '.join(map(str, config['matryoshka_dims']))}"

@@ -34,6 +34,8 @@ from cftune.config import (
     warmup_steps,
 )
 from cftune.data import existing_data_dir, load_sts_dev, load_training_data
+from cftune.design import lm_body, lm_module
+from cftune.encoding import autocast, resolve_precision
 from cftune.io import (
     FolderLock,
     disk_full_error,
@@ -43,16 +45,8 @@ from cftune.io import (
     replace_folder_atomically,
     write_atomic,
 )
-from cftune.models import (
-    TEMPLATE_PROMPT,
-    autocast,
-    lm_body,
-    lm_module,
-    load_embedder,
-    merge_lora,
-    resolve_precision,
-    set_named_prompts,
-)
+from cftune.models import load_embedder, merge_lora
+from cftune.prompts import TEMPLATE_PROMPT, set_named_prompts
 from cftune.reports import (
     model_card_section,
     model_card_section_of,
@@ -378,9 +372,7 @@ def _train_in(out: Path, config: TrainConfig, resume: bool, triplets, columns: d
              triplets.source, train_dataset.column_names, steps, config.batch_size, warmup)
 
     torch.manual_seed(config.seed)
-    model = load_embedder(config.model, prompt=config.prompt, pooling=config.pooling, attention=config.attention,
-                          layers=config.layers, pooled_layers=config.pooled_layers,
-                          include_prompt=config.include_prompt)
+    model = load_embedder(config.model, config.design)
     model.max_seq_length = config.max_length
     model.model_card_data.add_tags("cftune")
     column_prompts = search_prompts(model, config, [c for c in columns if c != "score"])

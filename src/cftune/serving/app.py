@@ -12,8 +12,8 @@ import time
 import numpy as np
 from sentence_transformers import SentenceTransformer
 
+from cftune.encoding import check_dimension
 from cftune.errors import ConfigError
-from cftune.models import check_dimension
 from cftune.serving.batcher import Batcher, QueueFull
 from cftune.serving.errors import ApiError
 from cftune.serving.metrics import Metrics

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from sentence_transformers import SentenceTransformer
 
-from cftune.models import encode
+from cftune.encoding import encode
 from cftune.serving.metrics import Metrics
 
 

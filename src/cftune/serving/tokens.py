@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from sentence_transformers import SentenceTransformer
 
+from cftune.design import lm_module
 from cftune.errors import ConfigError
-from cftune.models import lm_module
 
 
 def served_max_tokens(model: SentenceTransformer, max_tokens: int | None) -> int:
