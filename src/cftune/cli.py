@@ -15,6 +15,28 @@ from cftune.errors import CftuneError, ConfigError
 # a mistake answers in well under a second, and nothing slow runs before it.
 
 
+def add_eval_command(commands) -> None:
+    """`cftune eval` and its flags."""
+    ev = commands.add_parser("eval", help="Spearman x100 on the 9 STS tasks",
+                             description="Score a model on the STS benchmarks (cosine vs gold, Spearman x100).")
+    add_model_arguments(ev)
+    ev.add_argument("--tasks", default="all", help="all, a comma list such as STS12,SICK-R, or none (with "
+                                                   "--retrieval: search only)")
+    ev.add_argument("--retrieval", metavar="DIR", help="also score search on your own files: DIR holds "
+                    "corpus.jsonl, queries.jsonl and qrels/test.tsv or qrels.jsonl (the BEIR layout), or name "
+                    "the judgements file (DIR/qrels/dev.tsv); nDCG@10, MRR@10, recall@100")
+    ev.add_argument("--data-dir", help="folder with sts/<TASK>.jsonl (default: $CFTUNE_DATA_DIR, else the hub)")
+    ev.add_argument("--out", help="write OUT.json and OUT.md, e.g. results/NAME")
+    ev.add_argument("--max-length", type=int_in(1), help="read at most N tokens of a text (default: the model's "
+                    "max_seq_length, a trained model's max_length); documents are long")
+    ev.add_argument("--mteb-format", metavar="DIR", help="also write MTEB's result files, "
+                    "DIR/MODEL/no_revision_available/TASK.json (what mteb.load_results reads)")
+    ev.add_argument("--batch-size", type=int_in(1), default=32, help="texts per encode batch (default: 32)")
+    ev.add_argument("--dim", help="score the vectors cut to their first N numbers (Matryoshka models); a comma "
+                                  "list scores each length from one encoding pass, e.g. 640,256,128,64")
+    ev.set_defaults(run=_eval)
+
+
 def _eval(args: argparse.Namespace) -> None:
     from cftune.data import check_sts_inputs, load_retrieval_set
     from cftune.io import check_output_file
@@ -102,6 +124,38 @@ def parse_dimensions(text: str | None) -> list[int | None]:
     return [*sizes]
 
 
+def add_train_command(commands) -> None:
+    """`cftune train` and its flags."""
+    from cftune.config import recipe_names
+
+    tr = commands.add_parser("train", help="LoRA + InfoNCE fine-tuning on triplets",
+                             description="Fine-tune a model into an embedder (recipe file, flags and --set).")
+    tr.add_argument("--config", help="recipe: a YAML file or a shipped recipe's name "
+                                     f"({', '.join(recipe_names())})")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a recipe setting, e.g. --set lora.r=16 (repeatable)")
+    tr.add_argument("--model", help="model to fine-tune (any --model of eval)")
+    tr.add_argument("--data", help="nli (SimCSE triplets), a CSV/JSONL/Parquet file, a dataset folder or a hub "
+                                   "dataset id (org/name[:config]): anchor,positive[,negative...] rows, or "
+                                   "sentence1,sentence2,score with --loss cosent|angle")
+    tr.add_argument("--columns", help='which column is which, e.g. "anchor=question,positive=answer" (default: '
+                                      "cftune's names, else by position)")
+    tr.add_argument("--loss", choices=("infonce", "cosent", "angle"),
+                    help="infonce (default; anchor,positive[,negative] rows) or cosent/angle (scored pairs)")
+    tr.add_argument("--data-dir", help="local data folder (nli/*.csv, sts/STSBenchmark.dev.jsonl)")
+    tr.add_argument("--prompt", help="auto (default: eol for a decoder LM, none for an encoder) | none | eol | "
+                                     "template with {text}")
+    tr.add_argument("--epochs", type=float, help="passes over the data (default: 1)")
+    tr.add_argument("--max-steps", type=int_in(1), help="a number of steps instead of --epochs")
+    tr.add_argument("--batch-size", type=int_in(1), help="rows per step (default: 32)")
+    tr.add_argument("--teacher", help="distil from this sentence-transformers model (alias, hub id or folder): "
+                                      "its vectors of the training texts, cached once (see teacher-cache)")
+    tr.add_argument("--teacher-prompt", help="one of the teacher's named prompts, e.g. STS for EmbeddingGemma")
+    tr.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
+    tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    tr.set_defaults(run=_train)
+
+
 def _train(args: argparse.Namespace) -> None:
     from cftune.config import check_trackers_installed, load_config, training_format
     from cftune.data import check_training_inputs
@@ -126,6 +180,23 @@ def _train(args: argparse.Namespace) -> None:
     print(f"trained model: {out}  (evaluate: cftune eval --model {out})")
 
 
+def add_teacher_cache_command(commands) -> None:
+    """`cftune teacher-cache` and its flags."""
+    tc = commands.add_parser("teacher-cache", help="compute a distillation teacher's vectors once, ahead of train",
+                             description="Embed texts with a teacher into cftune's cache (by teacher weights, "
+                                         "prompt and text), resumable after a kill; train --teacher reuses them.")
+    tc.add_argument("--teacher", required=True, help="alias, hub id or sentence-transformers folder")
+    tc.add_argument("--teacher-prompt", help="one of the teacher's named prompts, e.g. STS")
+    tc.add_argument("--data", help="training data as train takes it: nli or a CSV/JSONL of anchor,positive[,negative]")
+    tc.add_argument("--data-dir", help="local data folder for --data nli")
+    tc.add_argument("--texts", action="append", default=[], metavar="FILE",
+                    help="more texts: .txt (a line each), .jsonl/.csv/.parquet with --column (repeatable)")
+    tc.add_argument("--column", default="text", help="the text column of --texts tables (default: text)")
+    tc.add_argument("--batch-size", type=int_in(1), default=32)
+    tc.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"))
+    tc.set_defaults(run=_teacher_cache)
+
+
 def _teacher_cache(args: argparse.Namespace) -> None:
     from cftune.data import check_text_input, iter_texts, load_training_data
     from cftune.sources import check_teacher
@@ -147,6 +218,18 @@ def _teacher_cache(args: argparse.Namespace) -> None:
           f"{time.perf_counter() - started:.0f} s)")
 
 
+def add_split_queries_command(commands) -> None:
+    """`cftune split-queries` and its flags."""
+    sq = commands.add_parser("split-queries", help="hold out some queries of a retrieval folder as a dev set",
+                             description="Copy a BEIR folder (corpus.jsonl, queries.jsonl, qrels) with its "
+                                         "judgements split by query into qrels/train.tsv and qrels/dev.tsv.")
+    sq.add_argument("folder", help="BEIR folder (its qrels/train.tsv), or the judgements file to split")
+    sq.add_argument("--dev", type=int_in(1), required=True, help="queries to hold out")
+    sq.add_argument("--seed", type=int, default=0, help="which queries, at random (default: 0)")
+    sq.add_argument("--out", required=True, help="new folder (or one this command wrote, replaced)")
+    sq.set_defaults(run=_split_queries)
+
+
 def _split_queries(args: argparse.Namespace) -> None:
     from cftune.data import SPLIT_MARK, split_queries
     from cftune.io import check_output_folder
@@ -155,6 +238,20 @@ def _split_queries(args: argparse.Namespace) -> None:
     out = split_queries(args.folder, args.out, dev=args.dev, seed=args.seed)
     print(f"wrote {out}: qrels/train.tsv and qrels/dev.tsv ({args.dev} dev queries); train with "
           f"--data {out}, score with eval --retrieval {out}/qrels/dev.tsv")
+
+
+def add_export_command(commands) -> None:
+    """`cftune export` and its flags."""
+    ex = commands.add_parser("export", help="a trained run -> standalone sentence-transformers folder")
+    ex.add_argument("run_dir", help="run folder written by cftune train")
+    ex.add_argument("--merge", action="store_true", help="merge LoRA into the weights (no peft needed to load)")
+    ex.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
+                    help="the weights' type on disk: bf16 or fp16 halve the folder; it then loads and runs in "
+                         "that type (default: fp32)")
+    ex.add_argument("--out", required=True, help="new folder, or an earlier export (replaced atomically)")
+    ex.add_argument("--overwrite", action="store_true",
+                    help="replace --out even when it holds something other than a cftune export")
+    ex.set_defaults(run=_export)
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -166,10 +263,45 @@ def _export(args: argparse.Namespace) -> None:
     print(f"wrote {export(args.run_dir, args.out, merge=args.merge, overwrite=args.overwrite, dtype=args.dtype)}")
 
 
+def add_push_command(commands) -> None:
+    """`cftune push` and its flags."""
+    pu = commands.add_parser("push", help="upload a trained model folder to the Hugging Face hub",
+                             description="Create the hub repo if needed and upload a run or export folder in one "
+                                         "commit (checkpoints/ stay home). Needs internet and a write token.")
+    pu.add_argument("folder", help="a cftune train run folder or a cftune export")
+    pu.add_argument("--repo", required=True, help="owner/name on the hub")
+    pu.add_argument("--private", action="store_true", help="create the repo private")
+    pu.add_argument("--token", help="hub token (default: $HF_TOKEN or `hf auth login`'s)")
+    pu.set_defaults(run=_push)
+
+
 def _push(args: argparse.Namespace) -> None:
     from cftune.hub import push
 
     print(f"pushed: {push(args.folder, args.repo, private=args.private, token=args.token)}")
+
+
+def add_reproduce_command(commands) -> None:
+    """`cftune reproduce` and its flags."""
+    from cftune.config import EXPERIMENTS
+
+    rp = commands.add_parser("reproduce", help="the paper's experiment: base vs fine-tuned STS, with a report",
+                             description="For each model: STS of the base model, fine-tuning, STS of the result; "
+                                         "writes OUT/report.md (+ .json, plots). Re-running skips finished stages.")
+    rp.add_argument("--experiment", "--recipe", dest="experiment", default="cpu-small", choices=EXPERIMENTS,
+                    help="cpu-quick: gemma3-270m, short training, 3 STS tasks (minutes); cpu-small: the CPU recipe "
+                         "on all 9 tasks (hours); paper: the paper's three hub models and settings (GPU, internet). "
+                         "--recipe is its older name")
+    rp.add_argument("--models", help="comma list of models (default: the recipe's)")
+    rp.add_argument("--data-dir", help="local data folder (nli/*.csv, sts/*.jsonl; default: $CFTUNE_DATA_DIR, "
+                                       "else the hub)")
+    rp.add_argument("--tasks", help="STS tasks to report (default: the experiment's; all 9 but for cpu-quick)")
+    rp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a recipe setting for every model, e.g. --set max_steps=50 (repeatable)")
+    rp.add_argument("--retrieval", metavar="DIR", help="also score search with the base and the fine-tuned model "
+                    "on your files (BEIR layout, as eval --retrieval)")
+    rp.add_argument("--out", required=True, help="report folder, e.g. reports/NAME")
+    rp.set_defaults(run=_reproduce)
 
 
 def _reproduce(args: argparse.Namespace) -> None:
@@ -182,6 +314,26 @@ def _reproduce(args: argparse.Namespace) -> None:
     print(f"wrote {report}")
 
 
+def add_ablate_command(commands) -> None:
+    """`cftune ablate` and its flags."""
+    ab = commands.add_parser("ablate", help="short runs over a grid of settings, with a table and plots",
+                             description="Train and evaluate every combination of the --grid levels with a short "
+                                         "budget. Re-running skips finished configurations.")
+    ab.add_argument("--grid", action="append", default=[], metavar="FACTOR=LEVEL,LEVEL",
+                    help="e.g. lr=1e-5,5e-5,2e-4  hard_negatives=on,off  prompt=none,eol  hardness=0,5 "
+                         "(any training setting; repeatable)")
+    ab.add_argument("--steps", type=int, required=True, help="training steps per configuration")
+    ab.add_argument("--model", help="model to fine-tune (default: the recipe's)")
+    ab.add_argument("--config", default="cpu-gemma3-270m", help="recipe the grid varies (name or YAML path)")
+    ab.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fix another setting")
+    ab.add_argument("--data-dir", help="local data folder (default: $CFTUNE_DATA_DIR, else the hub)")
+    ab.add_argument("--tasks", default="all", help="STS tasks to score each configuration on (default: all 9)")
+    ab.add_argument("--retrieval", metavar="DIR", help="also score search with each configuration on your files "
+                    "(BEIR layout, or its qrels file, as eval --retrieval); the table gains nDCG@10")
+    ab.add_argument("--out", required=True, help="report folder, e.g. reports/NAME")
+    ab.set_defaults(run=_ablate)
+
+
 def _ablate(args: argparse.Namespace) -> None:
     check_report_arguments(args)
     from cftune.experiments import ablate, parse_grid
@@ -190,6 +342,29 @@ def _ablate(args: argparse.Namespace) -> None:
                     data_dir=args.data_dir, tasks=args.tasks, settings=args.set, retrieval=args.retrieval,
                     command=args.command_line)
     print(f"wrote {report}")
+
+
+def add_mine_command(commands) -> None:
+    """`cftune mine` and its flags."""
+    mi = commands.add_parser("mine", help="add hard negatives to (anchor, positive) pairs, for train --data",
+                             description="Find hard negatives for each pair among all positives with a model "
+                                         "(sentence-transformers' mine_hard_negatives) and write anchor, positive, "
+                                         "negative_1..n rows.")
+    add_model_arguments(mi)
+    mi.add_argument("--input", required=True, help="CSV/JSONL of anchor,positive (SimCSE headers work too), or a "
+                    "retrieval folder (BEIR: its qrels/train.tsv pairs; candidates from its whole corpus)")
+    mi.add_argument("--out", required=True, help="mined.csv or mined.jsonl")
+    mi.add_argument("--negatives", type=int_in(1), default=3, help="hard negatives per row (default: 3)")
+    mi.add_argument("--range-min", type=int_in(0), default=10,
+                    help="skip the anchor's N nearest texts, likely unmarked positives (default: 10)")
+    mi.add_argument("--range-max", type=int_in(1), default=50, help="look no further than the N nearest (default: 50)")
+    mi.add_argument("--margin", type=float, default=0.05, help="a negative scores at least this far below the "
+                    "anchor's positive: a fraction of its score (default: 0.05, NV-Retriever's choice)")
+    mi.add_argument("--absolute-margin", action="store_true", help="read --margin as a cosine difference")
+    mi.add_argument("--sampling", choices=["top", "random"], default="top",
+                    help="the hardest candidates that pass, or a random choice of them")
+    mi.add_argument("--batch-size", type=int_in(1), default=32)
+    mi.set_defaults(run=_mine)
 
 
 def _mine(args: argparse.Namespace) -> None:
@@ -212,6 +387,26 @@ def _mine(args: argparse.Namespace) -> None:
           f"in {summary.seconds:.1f} s (train on it: cftune train --data {summary.out})")
 
 
+def add_embed_command(commands) -> None:
+    """`cftune embed` and its flags."""
+    em = commands.add_parser("embed", help="embed every text of a file into .npy or .parquet",
+                             description="Stream a .txt (a text a line), .jsonl, .csv or .parquet file through "
+                                         "the model; the output appears atomically when complete.")
+    add_model_arguments(em)
+    em.add_argument("--input", required=True, help="texts.{txt,jsonl,csv,parquet}")
+    em.add_argument("--column", default="text", help="the text column of .jsonl/.csv/.parquet (default: text)")
+    em.add_argument("--id-column", help="column of ids kept beside the vectors (default: the line number)")
+    em.add_argument("--out", required=True, help="vectors.npy (+ vectors.npy.ids.txt) or vectors.parquet")
+    em.add_argument("--batch-size", type=int_in(1), default=32)
+    em.add_argument("--normalize", action="store_true", help="unit-length vectors (dot product = cosine)")
+    em.add_argument("--prompt-name", help="a named prompt of the model, put before each text: query or document "
+                                          "(models trained with query_prompt / document_prompt)")
+    em.add_argument("--dim", type=int_in(1), help="keep the first N numbers of each vector (Matryoshka models; "
+                                            "cut before --normalize)")
+    em.add_argument("--skip-bad-rows", action="store_true", help="count and skip bad rows instead of stopping")
+    em.set_defaults(run=_embed)
+
+
 def _embed(args: argparse.Namespace) -> None:
     from cftune.data import check_text_input
     from cftune.embedding import check_output_path
@@ -232,6 +427,17 @@ def _embed(args: argparse.Namespace) -> None:
     print_skipped(summary.skipped)
 
 
+def add_similarity_command(commands) -> None:
+    """`cftune similarity` and its flags."""
+    si = commands.add_parser("similarity", help="cosine similarity of two texts")
+    add_model_arguments(si)
+    si.add_argument("a")
+    si.add_argument("b")
+    si.add_argument("--prompt-name-a", help="a named prompt of the model for A, e.g. query")
+    si.add_argument("--prompt-name-b", help="a named prompt of the model for B, e.g. document")
+    si.set_defaults(run=_similarity)
+
+
 def _similarity(args: argparse.Namespace) -> None:
     check_model_arguments(args)
     from cftune.embedding import similarity
@@ -239,6 +445,46 @@ def _similarity(args: argparse.Namespace) -> None:
     model = load_model(args)
     names = (args.prompt_name_a, args.prompt_name_b)
     print(f"{similarity(model, args.a, args.b, precision=args.precision, prompt_names=names):.4f}")
+
+
+def add_serve_command(commands) -> None:
+    """`cftune serve` and its flags."""
+    sv = commands.add_parser("serve", help="OpenAI-compatible HTTP embeddings endpoint",
+                             description="POST /v1/embeddings, GET /v1/models, GET /health. Flags also take "
+                                         "text-embeddings-inference's names: --model-id, --served-model-name, "
+                                         "--dtype, --max-client-batch-size, --auto-truncate.")
+    add_model_arguments(sv, tei_names=True)
+
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    sv.add_argument("--port", type=int_in(0, 65535), default=8000)
+    sv.add_argument("--name", "--served-model-name", help="model name shown to clients (default: the --model "
+                    "value); requests may name any model unless --strict-model-name")
+    sv.add_argument("--strict-model-name", action="store_true",
+                    help="answer 404 model_not_found to a request naming another model than --name")
+    sv.add_argument("--default-prompt-name", help="the model's named prompt (e.g. query) for requests that name "
+                    "none (default: the model's own default)")
+    sv.add_argument("--max-inputs", "--max-client-batch-size", type=int_in(1), default=2048,
+                    help="most texts per request (default: 2048, OpenAI's limit)")
+    sv.add_argument("--max-batch", type=int_in(1), default=256,
+                    help="most texts encoded together from concurrent requests (default: 256)")
+    sv.add_argument("--max-tokens", type=int_in(1),
+                    help="longest text accepted, in tokens, counting the template and special tokens (default "
+                         "and most: the model's max_seq_length); a longer one gets 400 unless truncated")
+    sv.add_argument("--auto-truncate", action="store_true",
+                    help='embed the first --max-tokens tokens of a longer text instead of refusing it, unless a '
+                         'request says "truncate": false (TEI\'s flag)')
+    sv.add_argument("--max-queue", type=int_in(1), default=4096,
+                    help="most texts waiting for the encoder; requests beyond it get 429 (default: 4096)")
+    sv.add_argument("--max-request-bytes", type=int_in(1), default=8 * 2**20,
+                    help="largest request body; larger ones get 413 (default: 8 MiB)")
+    sv.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $CFTUNE_API_KEY, "
+                                      "else no key)")
+    sv.add_argument("--no-batching", action="store_true", help="encode each request alone (for comparison)")
+    sv.add_argument("--calibration", metavar="FILE", help="texts (a .txt line each, or .jsonl/.csv/.parquet with a "
+                    "text column) whose vectors set the ranges of embedding_type int8/uint8 outputs")
+    sv.add_argument("--no-normalize", action="store_true",
+                    help="return the raw vectors; by default they are unit length, as OpenAI's are")
+    sv.set_defaults(run=_serve)
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -261,6 +507,19 @@ def _serve(args: argparse.Namespace) -> None:
         auto_truncate=args.auto_truncate, strict_model_name=args.strict_model_name,
         default_prompt_name=args.default_prompt_name)
     serve(model, args.name or args.model, settings, host=args.host, port=args.port, calibration=calibration)
+
+
+def add_doctor_command(commands) -> None:
+    """`cftune doctor` and its flags."""
+    dr = commands.add_parser("doctor", help="versions, hardware, precision, data and models found here",
+                             description="Print what this machine has and what cftune will use on it; with "
+                                         "--benchmark, estimate an STS pass and a training step from a few passes "
+                                         "of a random-weight Gemma 3 270M body (nothing downloaded).")
+    dr.add_argument("--data-dir", help="data folder to check (default: $CFTUNE_DATA_DIR)")
+    dr.add_argument("--device", help="cpu, cuda, ... (default: best available)")
+    dr.add_argument("--benchmark", action="store_true",
+                    help="time a Gemma 3 270M-shaped body and extrapolate an STS pass and a training step")
+    dr.set_defaults(run=_doctor)
 
 
 def _doctor(args: argparse.Namespace) -> None:
@@ -357,229 +616,31 @@ def int_in(low: int, high: int | None = None):
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from cftune.config import EXPERIMENTS, recipe_names
 
+COMMANDS = [  # each command's flags, beside its handler above
+    add_eval_command,
+    add_train_command,
+    add_teacher_cache_command,
+    add_split_queries_command,
+    add_export_command,
+    add_push_command,
+    add_reproduce_command,
+    add_ablate_command,
+    add_mine_command,
+    add_embed_command,
+    add_similarity_command,
+    add_serve_command,
+    add_doctor_command,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cftune", description="Contrastive fine-tuning of small LMs into "
                                      "text embedders, and their STS evaluation.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
-
-    ev = commands.add_parser("eval", help="Spearman x100 on the 9 STS tasks",
-                             description="Score a model on the STS benchmarks (cosine vs gold, Spearman x100).")
-    add_model_arguments(ev)
-    ev.add_argument("--tasks", default="all", help="all, a comma list such as STS12,SICK-R, or none (with "
-                                                   "--retrieval: search only)")
-    ev.add_argument("--retrieval", metavar="DIR", help="also score search on your own files: DIR holds "
-                    "corpus.jsonl, queries.jsonl and qrels/test.tsv or qrels.jsonl (the BEIR layout); "
-                    "nDCG@10, MRR@10, recall@100")
-    ev.add_argument("--data-dir", help="folder with sts/<TASK>.jsonl (default: $CFTUNE_DATA_DIR, else the hub)")
-    ev.add_argument("--out", help="write OUT.json and OUT.md, e.g. results/NAME")
-    ev.add_argument("--max-length", type=int_in(1), help="read at most N tokens of a text (default: the model's "
-                    "max_seq_length, a trained model's max_length); documents are long")
-    ev.add_argument("--mteb-format", metavar="DIR", help="also write MTEB's result files, "
-                    "DIR/MODEL/no_revision_available/TASK.json (what mteb.load_results reads)")
-    ev.add_argument("--batch-size", type=int_in(1), default=32, help="texts per encode batch (default: 32)")
-    ev.add_argument("--dim", help="score the vectors cut to their first N numbers (Matryoshka models); a comma "
-                                  "list scores each length from one encoding pass, e.g. 640,256,128,64")
-    ev.set_defaults(run=_eval)
-
-    tr = commands.add_parser("train", help="LoRA + InfoNCE fine-tuning on triplets",
-                             description="Fine-tune a model into an embedder (recipe file, flags and --set).")
-    tr.add_argument("--config", help="recipe: a YAML file or a shipped recipe's name "
-                                     f"({', '.join(recipe_names())})")
-    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a recipe setting, e.g. --set lora.r=16 (repeatable)")
-    tr.add_argument("--model", help="model to fine-tune (any --model of eval)")
-    tr.add_argument("--data", help="nli (SimCSE triplets), a CSV/JSONL/Parquet file, a dataset folder or a hub "
-                                   "dataset id (org/name[:config]): anchor,positive[,negative...] rows, or "
-                                   "sentence1,sentence2,score with --loss cosent|angle")
-    tr.add_argument("--columns", help='which column is which, e.g. "anchor=question,positive=answer" (default: '
-                                      "cftune's names, else by position)")
-    tr.add_argument("--loss", choices=("infonce", "cosent", "angle"),
-                    help="infonce (default; anchor,positive[,negative] rows) or cosent/angle (scored pairs)")
-    tr.add_argument("--data-dir", help="local data folder (nli/*.csv, sts/STSBenchmark.dev.jsonl)")
-    tr.add_argument("--prompt", help="auto (default: eol for a decoder LM, none for an encoder) | none | eol | "
-                                     "template with {text}")
-    tr.add_argument("--epochs", type=float, help="passes over the data (default: 1)")
-    tr.add_argument("--max-steps", type=int_in(1), help="a number of steps instead of --epochs")
-    tr.add_argument("--batch-size", type=int_in(1), help="rows per step (default: 32)")
-    tr.add_argument("--teacher", help="distil from this sentence-transformers model (alias, hub id or folder): "
-                                      "its vectors of the training texts, cached once (see teacher-cache)")
-    tr.add_argument("--teacher-prompt", help="one of the teacher's named prompts, e.g. STS for EmbeddingGemma")
-    tr.add_argument("--out", required=True, help="run folder, e.g. runs/NAME")
-    tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
-    tr.set_defaults(run=_train)
-
-    tc = commands.add_parser("teacher-cache", help="compute a distillation teacher's vectors once, ahead of train",
-                             description="Embed texts with a teacher into cftune's cache (by teacher weights, "
-                                         "prompt and text), resumable after a kill; train --teacher reuses them.")
-    tc.add_argument("--teacher", required=True, help="alias, hub id or sentence-transformers folder")
-    tc.add_argument("--teacher-prompt", help="one of the teacher's named prompts, e.g. STS")
-    tc.add_argument("--data", help="training data as train takes it: nli or a CSV/JSONL of anchor,positive[,negative]")
-    tc.add_argument("--data-dir", help="local data folder for --data nli")
-    tc.add_argument("--texts", action="append", default=[], metavar="FILE",
-                    help="more texts: .txt (a line each), .jsonl/.csv/.parquet with --column (repeatable)")
-    tc.add_argument("--column", default="text", help="the text column of --texts tables (default: text)")
-    tc.add_argument("--batch-size", type=int_in(1), default=32)
-    tc.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"))
-    tc.set_defaults(run=_teacher_cache)
-
-    sq = commands.add_parser("split-queries", help="hold out some queries of a retrieval folder as a dev set",
-                             description="Copy a BEIR folder (corpus.jsonl, queries.jsonl, qrels) with its "
-                                         "judgements split by query into qrels/train.tsv and qrels/dev.tsv.")
-    sq.add_argument("folder", help="BEIR folder (its qrels/train.tsv), or the judgements file to split")
-    sq.add_argument("--dev", type=int_in(1), required=True, help="queries to hold out")
-    sq.add_argument("--seed", type=int, default=0, help="which queries, at random (default: 0)")
-    sq.add_argument("--out", required=True, help="new folder (or one this command wrote, replaced)")
-    sq.set_defaults(run=_split_queries)
-
-    ex = commands.add_parser("export", help="a trained run -> standalone sentence-transformers folder")
-    ex.add_argument("run_dir", help="run folder written by cftune train")
-    ex.add_argument("--merge", action="store_true", help="merge LoRA into the weights (no peft needed to load)")
-    ex.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
-                    help="the weights' type on disk: bf16 or fp16 halve the folder; it then loads and runs in "
-                         "that type (default: fp32)")
-    ex.add_argument("--out", required=True, help="new folder, or an earlier export (replaced atomically)")
-    ex.add_argument("--overwrite", action="store_true",
-                    help="replace --out even when it holds something other than a cftune export")
-    ex.set_defaults(run=_export)
-
-    pu = commands.add_parser("push", help="upload a trained model folder to the Hugging Face hub",
-                             description="Create the hub repo if needed and upload a run or export folder in one "
-                                         "commit (checkpoints/ stay home). Needs internet and a write token.")
-    pu.add_argument("folder", help="a cftune train run folder or a cftune export")
-    pu.add_argument("--repo", required=True, help="owner/name on the hub")
-    pu.add_argument("--private", action="store_true", help="create the repo private")
-    pu.add_argument("--token", help="hub token (default: $HF_TOKEN or `hf auth login`'s)")
-    pu.set_defaults(run=_push)
-
-    rp = commands.add_parser("reproduce", help="the paper's experiment: base vs fine-tuned STS, with a report",
-                             description="For each model: STS of the base model, fine-tuning, STS of the result; "
-                                         "writes OUT/report.md (+ .json, plots). Re-running skips finished stages.")
-    rp.add_argument("--experiment", "--recipe", dest="experiment", default="cpu-small", choices=EXPERIMENTS,
-                    help="cpu-quick: gemma3-270m, short training, 3 STS tasks (minutes); cpu-small: the CPU recipe "
-                         "on all 9 tasks (hours); paper: the paper's three hub models and settings (GPU, internet). "
-                         "--recipe is its older name")
-    rp.add_argument("--models", help="comma list of models (default: the recipe's)")
-    rp.add_argument("--data-dir", help="local data folder (nli/*.csv, sts/*.jsonl; default: $CFTUNE_DATA_DIR, "
-                                       "else the hub)")
-    rp.add_argument("--tasks", help="STS tasks to report (default: the experiment's; all 9 but for cpu-quick)")
-    rp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a recipe setting for every model, e.g. --set max_steps=50 (repeatable)")
-    rp.add_argument("--retrieval", metavar="DIR", help="also score search with the base and the fine-tuned model "
-                    "on your files (BEIR layout, as eval --retrieval)")
-    rp.add_argument("--out", required=True, help="report folder, e.g. reports/NAME")
-    rp.set_defaults(run=_reproduce)
-
-    ab = commands.add_parser("ablate", help="short runs over a grid of settings, with a table and plots",
-                             description="Train and evaluate every combination of the --grid levels with a short "
-                                         "budget. Re-running skips finished configurations.")
-    ab.add_argument("--grid", action="append", default=[], metavar="FACTOR=LEVEL,LEVEL",
-                    help="e.g. lr=1e-5,5e-5,2e-4  hard_negatives=on,off  prompt=none,eol  hardness=0,5 "
-                         "(any training setting; repeatable)")
-    ab.add_argument("--steps", type=int, required=True, help="training steps per configuration")
-    ab.add_argument("--model", help="model to fine-tune (default: the recipe's)")
-    ab.add_argument("--config", default="cpu-gemma3-270m", help="recipe the grid varies (name or YAML path)")
-    ab.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fix another setting")
-    ab.add_argument("--data-dir", help="local data folder (default: $CFTUNE_DATA_DIR, else the hub)")
-    ab.add_argument("--tasks", default="all", help="STS tasks to score each configuration on (default: all 9)")
-    ab.add_argument("--retrieval", metavar="DIR", help="also score search with each configuration on your files "
-                    "(BEIR layout, or its qrels file, as eval --retrieval); the table gains nDCG@10")
-    ab.add_argument("--out", required=True, help="report folder, e.g. reports/NAME")
-    ab.set_defaults(run=_ablate)
-
-    mi = commands.add_parser("mine", help="add hard negatives to (anchor, positive) pairs, for train --data",
-                             description="Find hard negatives for each pair among all positives with a model "
-                                         "(sentence-transformers' mine_hard_negatives) and write anchor, positive, "
-                                         "negative_1..n rows.")
-    add_model_arguments(mi)
-    mi.add_argument("--input", required=True, help="CSV/JSONL of anchor,positive (SimCSE headers work too), or a "
-                    "retrieval folder (BEIR: its qrels/train.tsv pairs; candidates from its whole corpus)")
-    mi.add_argument("--out", required=True, help="mined.csv or mined.jsonl")
-    mi.add_argument("--negatives", type=int_in(1), default=3, help="hard negatives per row (default: 3)")
-    mi.add_argument("--range-min", type=int_in(0), default=10,
-                    help="skip the anchor's N nearest texts, likely unmarked positives (default: 10)")
-    mi.add_argument("--range-max", type=int_in(1), default=50, help="look no further than the N nearest (default: 50)")
-    mi.add_argument("--margin", type=float, default=0.05, help="a negative scores at least this far below the "
-                    "anchor's positive: a fraction of its score (default: 0.05, NV-Retriever's choice)")
-    mi.add_argument("--absolute-margin", action="store_true", help="read --margin as a cosine difference")
-    mi.add_argument("--sampling", choices=["top", "random"], default="top",
-                    help="the hardest candidates that pass, or a random choice of them")
-    mi.add_argument("--batch-size", type=int_in(1), default=32)
-    mi.set_defaults(run=_mine)
-
-    em = commands.add_parser("embed", help="embed every text of a file into .npy or .parquet",
-                             description="Stream a .txt (a text a line), .jsonl, .csv or .parquet file through "
-                                         "the model; the output appears atomically when complete.")
-    add_model_arguments(em)
-    em.add_argument("--input", required=True, help="texts.{txt,jsonl,csv,parquet}")
-    em.add_argument("--column", default="text", help="the text column of .jsonl/.csv/.parquet (default: text)")
-    em.add_argument("--id-column", help="column of ids kept beside the vectors (default: the line number)")
-    em.add_argument("--out", required=True, help="vectors.npy (+ vectors.npy.ids.txt) or vectors.parquet")
-    em.add_argument("--batch-size", type=int_in(1), default=32)
-    em.add_argument("--normalize", action="store_true", help="unit-length vectors (dot product = cosine)")
-    em.add_argument("--prompt-name", help="a named prompt of the model, put before each text: query or document "
-                                          "(models trained with query_prompt / document_prompt)")
-    em.add_argument("--dim", type=int_in(1), help="keep the first N numbers of each vector (Matryoshka models; "
-                                            "cut before --normalize)")
-    em.add_argument("--skip-bad-rows", action="store_true", help="count and skip bad rows instead of stopping")
-    em.set_defaults(run=_embed)
-
-    si = commands.add_parser("similarity", help="cosine similarity of two texts")
-    add_model_arguments(si)
-    si.add_argument("a")
-    si.add_argument("b")
-    si.add_argument("--prompt-name-a", help="a named prompt of the model for A, e.g. query")
-    si.add_argument("--prompt-name-b", help="a named prompt of the model for B, e.g. document")
-    si.set_defaults(run=_similarity)
-
-    sv = commands.add_parser("serve", help="OpenAI-compatible HTTP embeddings endpoint",
-                             description="POST /v1/embeddings, GET /v1/models, GET /health. Flags also take "
-                                         "text-embeddings-inference's names: --model-id, --served-model-name, "
-                                         "--dtype, --max-client-batch-size, --auto-truncate.")
-    add_model_arguments(sv, tei_names=True)
-
-    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
-    sv.add_argument("--port", type=int_in(0, 65535), default=8000)
-    sv.add_argument("--name", "--served-model-name", help="model name shown to clients (default: the --model "
-                    "value); requests may name any model unless --strict-model-name")
-    sv.add_argument("--strict-model-name", action="store_true",
-                    help="answer 404 model_not_found to a request naming another model than --name")
-    sv.add_argument("--default-prompt-name", help="the model's named prompt (e.g. query) for requests that name "
-                    "none (default: the model's own default)")
-    sv.add_argument("--max-inputs", "--max-client-batch-size", type=int_in(1), default=2048,
-                    help="most texts per request (default: 2048, OpenAI's limit)")
-    sv.add_argument("--max-batch", type=int_in(1), default=256,
-                    help="most texts encoded together from concurrent requests (default: 256)")
-    sv.add_argument("--max-tokens", type=int_in(1),
-                    help="longest text accepted, in tokens, counting the template and special tokens (default "
-                         "and most: the model's max_seq_length); a longer one gets 400 unless truncated")
-    sv.add_argument("--auto-truncate", action="store_true",
-                    help='embed the first --max-tokens tokens of a longer text instead of refusing it, unless a '
-                         'request says "truncate": false (TEI\'s flag)')
-    sv.add_argument("--max-queue", type=int_in(1), default=4096,
-                    help="most texts waiting for the encoder; requests beyond it get 429 (default: 4096)")
-    sv.add_argument("--max-request-bytes", type=int_in(1), default=8 * 2**20,
-                    help="largest request body; larger ones get 413 (default: 8 MiB)")
-    sv.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $CFTUNE_API_KEY, "
-                                      "else no key)")
-    sv.add_argument("--no-batching", action="store_true", help="encode each request alone (for comparison)")
-    sv.add_argument("--calibration", metavar="FILE", help="texts (a .txt line each, or .jsonl/.csv/.parquet with a "
-                    "text column) whose vectors set the ranges of embedding_type int8/uint8 outputs")
-    sv.add_argument("--no-normalize", action="store_true",
-                    help="return the raw vectors; by default they are unit length, as OpenAI's are")
-    sv.set_defaults(run=_serve)
-
-    dr = commands.add_parser("doctor", help="versions, hardware, precision, data and models found here",
-                             description="Print what this machine has and what cftune will use on it; with "
-                                         "--benchmark, estimate an STS pass and a training step from a few passes "
-                                         "of a random-weight Gemma 3 270M body (nothing downloaded).")
-    dr.add_argument("--data-dir", help="data folder to check (default: $CFTUNE_DATA_DIR)")
-    dr.add_argument("--device", help="cpu, cuda, ... (default: best available)")
-    dr.add_argument("--benchmark", action="store_true",
-                    help="time a Gemma 3 270M-shaped body and extrapolate an STS pass and a training step")
-    dr.set_defaults(run=_doctor)
+    for add_command in COMMANDS:  # in the order --help lists them
+        add_command(commands)
     return parser
 
 
