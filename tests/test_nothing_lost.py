@@ -368,7 +368,8 @@ def test_train_never_writes_into_a_folder_it_did_not_make(tiny_models, nli_dir, 
         started = time.perf_counter()
         assert main(command) == 2, command
         error = capsys.readouterr().err
-        assert error.count("\n") == 1 and time.perf_counter() - started < 2, (command, error)
+        # in-process and before any model: well under a second idle; 10 s holds on a loaded machine too
+        assert error.count("\n") == 1 and time.perf_counter() - started < 10, (command, error)
         assert "is a file, not a folder" in error or "did not write" in error or "no modules.json" in error, error
 
     run = tmp_path / "run"  # a run cftune made is its own: trained, then trained again with --resume

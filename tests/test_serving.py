@@ -325,7 +325,9 @@ def test_health_answers_while_a_long_request_is_tokenized(roomy):
         reply = big.result()
     assert reply.status_code == 400 and re.search(r"input\[0\] has \d+ tokens; at most 256", reply.text)
     assert len(latencies) > 10  # the loop kept answering during the whole request
-    assert max(latencies) < 0.1, sorted(latencies)[-5:]
+    # A blocked event loop would hold one /health for the whole tokenization (seconds). Bounds that hold on a
+    # loaded 2-core machine too: most answers are quick, and none waits anywhere near that long.
+    assert sorted(latencies)[len(latencies) // 2] < 0.05 and max(latencies) < 0.5, sorted(latencies)[-5:]
 
 
 def test_a_full_queue_answers_429_and_the_server_recovers(roomy):
