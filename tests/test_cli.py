@@ -132,3 +132,19 @@ def test_light_modules_import_no_heavy_package(module):
     code = f"import sys, {module}; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "", f"import {module} pulled in {done.stdout.strip()}"
+
+
+def test_the_cli_reference_is_the_parser_s_own_help():
+    """docs/cli.md is generated from the parser; a flag added or changed without regenerating it fails here."""
+    import re
+    import sys
+    from pathlib import Path
+
+    from cftune.cli import reference_markdown
+
+    committed = (Path(__file__).parent.parent / "docs" / "cli.md").read_text(encoding="utf-8")
+    made_with = re.search(r"with Python (\d+\.\d+)", committed)[1]
+    if made_with != f"{sys.version_info[0]}.{sys.version_info[1]}":
+        pytest.skip(f"docs/cli.md was made with Python {made_with}, whose argparse lays help out its own way")
+    assert committed == reference_markdown(), "regenerate it: python -m cftune.cli reference > docs/cli.md"
+    assert "## cftune split-queries" in committed and "--max-client-batch-size" in committed

@@ -644,6 +644,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def reference_markdown(width: int = 100) -> str:
+    """Every command's --help as one Markdown page (docs/cli.md; a test keeps that file equal to this)."""
+    import os
+
+    before = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(width)  # argparse wraps to the terminal's width: fix it
+    try:
+        parser = build_parser()
+        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        python = ".".join(map(str, sys.version_info[:2]))  # argparse's layout changes between versions
+        pages = ["# cftune command reference", "",
+                 f"Generated from the parser with Python {python} (`python -m cftune.cli reference > docs/cli.md`); "
+                 "a test checks it.", "", "```", parser.format_help().rstrip(), "```", ""]
+        for name, sub in subparsers.choices.items():
+            pages += [f"## cftune {name}", "", "```", sub.format_help().rstrip(), "```", ""]
+    finally:
+        if before is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = before
+    return "\n".join(pages)
+
+
 def in_flags(err: CftuneError, parser: argparse.ArgumentParser, command: str) -> str:
     """The error as the command line says it: a setting the library named ("tasks: ...") by the flag that
     sets it ("--tasks: ...")."""
@@ -658,6 +681,9 @@ def in_flags(err: CftuneError, parser: argparse.ArgumentParser, command: str) ->
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv == ["reference"]:  # for docs/cli.md, not a user command
+        print(reference_markdown(), end="")
+        return 0
     parser = build_parser()
     args = parser.parse_args(argv)
     args.command_line = shlex.join(["cftune", *argv])  # recorded in reports: what produced a result
