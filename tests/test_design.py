@@ -264,7 +264,7 @@ def test_mntp_loss_is_next_token_prediction_at_the_masked_positions(tiny_models)
     masked input, at the positions before each masked token."""
     from transformers import AutoModelForCausalLM
 
-    from cftune.training import mntp_loss, output_embeddings
+    from cftune.mntp import mntp_loss, output_embeddings
 
     folder = tiny_models["gemma3_text"]
     embedder = load_embedder(str(folder))
@@ -367,7 +367,8 @@ def test_leaving_the_prompt_out_is_refused_where_it_cannot_work(tiny_models, set
 
 def test_training_leaves_the_template_and_the_named_prompts_out_of_the_mean(tiny_models, nli_dir, tmp_path,
                                                                             monkeypatch):
-    from cftune.training import export, train
+    from cftune.export import export
+    from cftune.training import train
 
     prompts_seen = record_prompts(monkeypatch)
     config = load_config(overrides={"model": str(tiny_models["gemma3_text"]), "data_dir": str(nli_dir),

@@ -11,9 +11,9 @@ from cftune.config import ConfigError
 from cftune.data import STS_TASKS
 from cftune.design import EmbedderDesign
 from cftune.experiments import parse_grid, reproduce
+from cftune.export import export
 from cftune.models import prepare_for_inference
 from cftune.reports import model_card_section_of, reproduce_markdown
-from cftune.training import export
 from conftest import assert_is_a_plot, write_retrieval_set
 
 QUICK = ["max_steps=6", "warmup_steps=1", "batch_size=8", "eval_steps=3", "save_steps=3", "logging_steps=1",
@@ -191,9 +191,11 @@ def test_ablate_scores_the_untrained_model_the_grid_starts_from(tiny_models, dat
                  "--tasks", TASKS, "--set", "batch_size=8", "--set", "precision=float32", "--out", str(out)]) == 0
     [untrained] = json.loads((out / "ablation.json").read_text())["untrained"]
     # scored as ablate scores it (an inference load, precision auto)
-    whole = evaluate_sts(prepare_for_inference(load_embedder(model, EmbedderDesign(prompt="eol"))), TASKS,
+    whole = evaluate_sts(prepare_for_inference(load_embedder(model, EmbedderDesign(prompt="eol")), precision="auto"),
+                         TASKS,
                          data_dir=data_dir, show_progress_bar=False)
-    one_layer = evaluate_sts(prepare_for_inference(load_embedder(model, EmbedderDesign(prompt="eol", layers=1))), TASKS,
+    one_layer = evaluate_sts(prepare_for_inference(load_embedder(model, EmbedderDesign(prompt="eol", layers=1)),
+                                                   precision="auto"), TASKS,
                              data_dir=data_dir, show_progress_bar=False)
     assert untrained["average"] == pytest.approx(whole.average, abs=1e-4)
     assert abs(whole.average - one_layer.average) > 1e-3  # the check could tell the two apart

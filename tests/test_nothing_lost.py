@@ -18,10 +18,11 @@ from cftune.cli import main
 from cftune.config import ConfigError, config_to_dict, load_config
 from cftune.encoding import resolve_precision
 from cftune.errors import ModelSourceError, OutputPathError
+from cftune.export import export
 from cftune.io import TEMP_MARK, replace_folder_atomically, write_atomic
-from cftune.runs import MANIFEST, check_same_config, checkpoint_problem
+from cftune.runs import EXPORT_MARK, MANIFEST, check_same_config, checkpoint_problem
 from cftune.sources import resolve_source
-from cftune.training import EXPORT_MARK, export, train
+from cftune.training import train
 
 QUICK = {"batch_size": 8, "max_steps": 12, "warmup_steps": 2, "learning_rate": 1e-3, "eval_steps": 0,
          "save_steps": 4, "logging_steps": 1, "precision": "float32", "lora.dropout": 0.0}

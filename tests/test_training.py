@@ -13,7 +13,8 @@ from cftune import DataFormatError, encode, load_embedder
 from cftune.config import ConfigError, load_config
 from cftune.data import read_triplets
 from cftune.design import EmbedderDesign
-from cftune.training import add_lora, build_loss, export, train
+from cftune.export import export
+from cftune.training import add_lora, build_loss, train
 from conftest import TRIPLETS, assert_is_a_plot, write_jsonl
 
 

@@ -258,7 +258,7 @@ def _export(args: argparse.Namespace) -> None:
     from cftune.runs import check_export_target
 
     check_export_target(Path(args.run_dir), Path(args.out), args.overwrite)
-    from cftune.training import export
+    from cftune.export import export
 
     print(f"wrote {export(args.run_dir, args.out, merge=args.merge, overwrite=args.overwrite, dtype=args.dtype)}")
 

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import time
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -34,29 +33,25 @@ from cftune.config import (
     warmup_steps,
 )
 from cftune.data import existing_data_dir, load_sts_dev, load_training_data
-from cftune.design import lm_body, lm_module
-from cftune.encoding import autocast, resolve_precision
+from cftune.design import lm_body
+from cftune.encoding import resolve_precision
 from cftune.io import (
     FolderLock,
     disk_full_error,
     format_duration,
     is_disk_full,
     machine,
-    replace_folder_atomically,
     write_atomic,
 )
-from cftune.models import load_embedder, merge_lora
+from cftune.models import load_embedder
 from cftune.prompts import TEMPLATE_PROMPT, set_named_prompts
 from cftune.reports import (
     model_card_section,
-    model_card_section_of,
     plot_training_curve,
     write_model_card_section,
 )
 from cftune.runs import (
-    EXPORT_MARK,
     RunFolder,
-    check_export_target,
     check_run_target,
     cut_log,
     last_complete_checkpoint,
@@ -128,66 +123,6 @@ def add_lora(model, config: TrainConfig) -> None:
     model.add_adapter(LoraConfig(task_type=TaskType.FEATURE_EXTRACTION, r=config.lora.r,
                                  lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
                                  target_modules=targets))
-
-
-def output_embeddings(model) -> torch.Tensor:
-    """The LM head's weight (vocabulary x hidden), frozen: tied to the token embeddings in the models cftune
-    ships (Gemma 3, SmolLM2), else read once from the model's own causal-LM checkpoint."""
-    body = lm_body(model)
-    if getattr(body.config, "tie_word_embeddings", False):
-        embeddings = typing.cast(torch.nn.Embedding, body.get_input_embeddings())
-        return embeddings.weight.detach()
-    from transformers import AutoModelForCausalLM
-
-    head = AutoModelForCausalLM.from_pretrained(str(body.name_or_path), dtype=torch.float32).get_output_embeddings()
-    return head.weight.detach().to(body.device)
-
-
-def mntp_loss(model, head: torch.Tensor, texts: list[str], mask_fraction: float,
-              generator: torch.Generator) -> torch.Tensor:
-    """Masked next-token prediction (LLM2Vec, BehnamGhader et al. 2024, arXiv 2404.05961): mask a fraction of
-    the tokens and predict each masked token from the state one position before it, as a causal LM predicts
-    the next token. With bidirectional attention that state also sees the text after the mask."""
-    tokenizer = lm_module(model).tokenizer
-    assert tokenizer is not None
-    batch = tokenizer(texts, padding=True, truncation=True, max_length=model.max_seq_length, return_tensors="pt")
-    ids, attention = batch["input_ids"], batch["attention_mask"]
-    maskable = attention.bool().clone()
-    maskable[:, 0] = False  # the first token (BOS) has no state before it
-    for special in tokenizer.all_special_ids:
-        maskable &= ids != special
-    chosen = maskable & (torch.rand(ids.shape, generator=generator) < mask_fraction)
-    mask_id = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else tokenizer.pad_token_id
-    masked = torch.where(chosen, torch.full_like(ids, mask_id), ids)
-    body = lm_body(model)
-    states = body(input_ids=masked.to(body.device), attention_mask=attention.to(body.device)).last_hidden_state
-    before = chosen[:, 1:]  # state at position i - 1 predicts the masked token at i
-    logits = states[:, :-1][before.to(states.device)].float() @ head.float().T
-    return torch.nn.functional.cross_entropy(logits, ids[:, 1:][before].to(logits.device))
-
-
-def mntp_warmup(model, texts: list[str], config: TrainConfig) -> list[float]:
-    """``config.mntp_steps`` steps of masked next-token prediction on the training texts themselves, training
-    what contrastive training will train (the LoRA adapter, or the body), before it starts. Returns the
-    losses. Meant for bidirectional attention, which a causal LM has never seen (LLM2Vec's first stage)."""
-    head = output_embeddings(model)
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
-    generator = torch.Generator().manual_seed(config.seed)
-    precision = resolve_precision(config.precision, model.device)
-    losses = []
-    model.train()
-    for step in range(config.mntp_steps):
-        picked = torch.randint(len(texts), (config.batch_size,), generator=generator).tolist()
-        with autocast(precision, model.device):
-            loss = mntp_loss(model, head, [texts[i] for i in picked], config.mntp_mask, generator)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss))
-        if step == 0 or (step + 1) % max(1, config.mntp_steps // 4) == 0:
-            log.info("MNTP warm-up step %d/%d: loss %.3f", step + 1, config.mntp_steps, losses[-1])
-    return losses
 
 
 def peak_rss_gib() -> float:
@@ -340,63 +275,126 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
 
 def _train_in(out: Path, config: TrainConfig, resume: bool, triplets, columns: dict[str, list], dev,
               callbacks: tuple, schedule: tuple[int, int]) -> Path:
-    """The training itself, in a run folder this process holds; ``columns``: the training rows by column;
-    ``schedule``: (steps, warm-up steps)."""
-    import datasets
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from sentence_transformers.base.sampler import BatchSamplers
-    from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
+    """The training itself, in a run folder this process holds, as named phases; ``columns``: the training rows
+    by column; ``schedule``: (steps, warm-up steps)."""
+    from sentence_transformers import SentenceTransformerTrainer
 
+    steps, warmup = schedule
+    run, checkpoint = open_run(out, config, resume, steps)
+    dataset, distillation, teacher_seconds = training_dataset(config, columns)
+    log.info("training on %d rows of %s (columns %s): %d steps of %d, %d of them warm-up", len(dataset),
+             triplets.source, dataset.column_names, steps, config.batch_size, warmup)
+    model, column_prompts, projection = build_model(config, columns, distillation)
+    # a resumed run's checkpoint already holds the warmed-up weights
+    mntp = mntp_phase(model, config, columns) if config.mntp_steps and checkpoint is None else {}
+    evaluator = dev_evaluator(dev)
+    args = training_arguments(config, run, schedule, column_prompts, evaluator is not None, model.device)
+    trainer = SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=dataset,
+        loss=build_loss(model, config, args.world_size, distillation), evaluator=evaluator,
+        callbacks=[JsonLogCallback(run.log), EtaCallback(), ManifestCallback(), *callbacks],
+    )
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info("%s fine-tuning: %.1fM trainable parameters", config.finetune, trainable / 1e6)
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    seconds = time.perf_counter() - started
+    if trainer.is_world_process_zero():
+        best = trainer.state.best_metric
+        summary = {"best_dev_spearman_x100": None if best is None else best * 100,
+                   "best_checkpoint": trainer.state.best_model_checkpoint, "steps": trainer.state.global_step,
+                   "warmup_steps": warmup, "rows": len(dataset), "skipped_rows": len(triplets.skipped),
+                   "data": triplets.source, "skipped": triplets.skipped,
+                   # of this invocation only: a resumed run's earlier part is not counted
+                   "train_seconds": round(seconds, 1), "resumed_from": str(checkpoint) if checkpoint else None,
+                   "machine": machine(), "finetune": config.finetune, "trainable_parameters": trainable,
+                   "peak_rss_gib": round(peak_rss_gib(), 2), **mntp,
+                   **({"teacher": config.teacher, "teacher_seconds": round(teacher_seconds, 1),
+                       "projection": projection} if config.teacher else {})}
+        save_run(model, config, run, triplets.source, summary)
+    return out
+
+
+def open_run(out: Path, config: TrainConfig, resume: bool, steps: int) -> tuple[RunFolder, Path | None]:
+    """Mark the folder as a run, find the checkpoint a resume continues (its log cut back to it), and record
+    the settings."""
     mark_run_folder(out)
     run = RunFolder(out)
-    steps, warmup = schedule
     checkpoint = last_complete_checkpoint(out, steps) if resume else None
     if resume and checkpoint is None:
         log.warning("--resume: no checkpoint in %s, starting from scratch", run.checkpoints)
-    resume_from = str(checkpoint) if checkpoint else None
     if checkpoint:
         cut_log(run.log, checkpoint)
     else:
         run.log.unlink(missing_ok=True)
     write_atomic(run.config, yaml.safe_dump(config_to_dict(config), sort_keys=False))
-    train_dataset = datasets.Dataset.from_dict(columns)
-    distillation, teacher_seconds = None, 0.0
-    if config.teacher:
-        from cftune import distill
+    return run, checkpoint
 
-        started = time.perf_counter()
-        distillation = distill.prepare(config, columns)
-        teacher_seconds = time.perf_counter() - started
-        train_dataset = train_dataset.add_column("label", list(range(len(train_dataset))))  # row -> its vectors
-    log.info("training on %d rows of %s (columns %s): %d steps of %d, %d of them warm-up", len(train_dataset),
-             triplets.source, train_dataset.column_names, steps, config.batch_size, warmup)
 
+def training_dataset(config: TrainConfig, columns: dict[str, list]):
+    """The rows as a datasets.Dataset; with a teacher, its vectors of every text too (cached once, on disk),
+    and each row's number as its label (the loss looks its teacher vectors up by it)."""
+    import datasets
+
+    dataset = datasets.Dataset.from_dict(columns)
+    if not config.teacher:
+        return dataset, None, 0.0
+    from cftune import distill
+
+    started = time.perf_counter()
+    distillation = distill.prepare(config, columns)
+    return dataset.add_column("label", list(range(len(dataset)))), distillation, time.perf_counter() - started
+
+
+def build_model(config: TrainConfig, columns: dict[str, list], distillation) -> tuple[Any, dict[str, str], bool]:
+    """The embedder to train: its design, reading length, search prompts, a fitted map into a teacher's space
+    (embedding distillation across sizes), and what trains (LoRA or the body). Returns it, each column's
+    prompt, and whether a map was added."""
     torch.manual_seed(config.seed)
     model = load_embedder(config.model, config.design)
     model.max_seq_length = config.max_length
     model.model_card_data.add_tags("cftune")
     column_prompts = search_prompts(model, config, [c for c in columns if c != "score"])
-    projection = False  # a fitted map into the teacher's space, for embedding distillation across sizes
+    projection = False
     if distillation is not None:
+        from cftune import distill
+
         projection = distill.add_projection(model, distillation, columns, config)
     if config.finetune == "full":
         freeze_token_embeddings(model)
     else:
         add_lora(model, config)
-    mntp: dict = {}
-    if config.mntp_steps and checkpoint is None:  # a resumed run's checkpoint already holds the warmed-up weights
-        started = time.perf_counter()
-        texts = list(dict.fromkeys(t for column in columns.values() for t in column))
-        losses = mntp_warmup(model, texts, config)
-        mntp = {"mntp_first_loss": round(losses[0], 4), "mntp_last_loss": round(losses[-1], 4),
-                "mntp_seconds": round(time.perf_counter() - started, 1)}
+    return model, column_prompts, projection
 
-    evaluator = None
-    if dev is not None:  # short runs (ablations) skip the dev set and keep the last step
-        evaluator = EmbeddingSimilarityEvaluator(dev.sentence1, dev.sentence2, [s / 5 for s in dev.scores],
-                                                 batch_size=64, name=DEV_NAME, main_similarity="cosine")
-    bf16 = resolve_precision(config.precision, model.device) == "bfloat16"
-    args = SentenceTransformerTrainingArguments(
+
+def mntp_phase(model, config: TrainConfig, columns: dict[str, list]) -> dict:
+    """The masked next-token warm-up on the training texts (``cftune.mntp``); its losses and time."""
+    from cftune.mntp import mntp_warmup
+
+    started = time.perf_counter()
+    losses = mntp_warmup(model, list(dict.fromkeys(t for column in columns.values() for t in column)), config)
+    return {"mntp_first_loss": round(losses[0], 4), "mntp_last_loss": round(losses[-1], 4),
+            "mntp_seconds": round(time.perf_counter() - started, 1)}
+
+
+def dev_evaluator(dev):
+    """STS-B dev Spearman (the best checkpoint is kept by it); None where the run has no dev set."""
+    from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
+
+    if dev is None:  # short runs (ablations) skip the dev set and keep the last step
+        return None
+    return EmbeddingSimilarityEvaluator(dev.sentence1, dev.sentence2, [s / 5 for s in dev.scores], batch_size=64,
+                                        name=DEV_NAME, main_similarity="cosine")
+
+
+def training_arguments(config: TrainConfig, run: RunFolder, schedule: tuple[int, int], column_prompts: dict,
+                       has_dev: bool, device):
+    """The recipe as sentence-transformers' training arguments."""
+    from sentence_transformers import SentenceTransformerTrainingArguments
+    from sentence_transformers.base.sampler import BatchSamplers
+
+    steps, warmup = schedule
+    return SentenceTransformerTrainingArguments(
         output_dir=str(run.checkpoints),
         prompts=column_prompts or None,
         max_steps=steps,
@@ -405,18 +403,18 @@ def _train_in(out: Path, config: TrainConfig, resume: bool, triplets, columns: d
         warmup_steps=warmup,
         weight_decay=config.weight_decay,
         lr_scheduler_type="cosine",
-        bf16=bf16,
+        bf16=resolve_precision(config.precision, device) == "bfloat16",
         use_cpu=not torch.cuda.is_available(),  # HF refuses bf16 on CPU unless told it is a CPU run
         gradient_checkpointing=config.gradient_checkpointing,
         # A duplicate text in a batch would be a false negative for its twin's anchor.
         batch_sampler=BatchSamplers.NO_DUPLICATES,
-        eval_strategy="steps" if evaluator else "no",
+        eval_strategy="steps" if has_dev else "no",
         eval_steps=config.eval_steps or None,
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=2,
-        load_best_model_at_end=evaluator is not None,
-        metric_for_best_model=DEV_METRIC if evaluator else None,
+        load_best_model_at_end=has_dev,
+        metric_for_best_model=DEV_METRIC if has_dev else None,
         greater_is_better=True,
         logging_steps=config.logging_steps,
         seed=config.seed,
@@ -424,65 +422,13 @@ def _train_in(out: Path, config: TrainConfig, resume: bool, triplets, columns: d
         dataloader_drop_last=True,
         report_to=config.report_to or "none",
     )
-    trainer = SentenceTransformerTrainer(
-        model=model, args=args, train_dataset=train_dataset,
-        loss=build_loss(model, config, args.world_size, distillation), evaluator=evaluator,
-        callbacks=[JsonLogCallback(run.log), EtaCallback(), ManifestCallback(), *callbacks],
-    )
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log.info("%s fine-tuning: %.1fM trainable parameters", config.finetune, trainable / 1e6)
-    started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume_from)
-    seconds = time.perf_counter() - started
-    if trainer.is_world_process_zero():
-        describe_origin(model, config, triplets.source)
-        model.save(str(out))  # best (or, without dev set, last) checkpoint: adapter + template + pooling
-        plot_training_curve(run.log, run.curve)
-        best = trainer.state.best_metric
-        summary = {"best_dev_spearman_x100": None if best is None else best * 100,
-                   "best_checkpoint": trainer.state.best_model_checkpoint, "steps": trainer.state.global_step,
-                   "warmup_steps": warmup,
-                   "rows": len(train_dataset), "skipped_rows": len(triplets.skipped), "data": triplets.source,
-                   "skipped": triplets.skipped,
-                   # of this invocation only: a resumed run's earlier part is not counted
-                   "train_seconds": round(seconds, 1), "resumed_from": resume_from, "machine": machine(),
-                   "finetune": config.finetune, "trainable_parameters": trainable,
-                   "peak_rss_gib": round(peak_rss_gib(), 2), **mntp,
-                   **({"teacher": config.teacher, "teacher_seconds": round(teacher_seconds, 1),
-                       "projection": projection} if config.teacher else {})}
-        write_atomic(run.summary, json.dumps(summary, indent=2) + "\n")
-        write_model_card_section(out, model_card_section(config_to_dict(config), summary))
-    return out
 
 
-EXPORT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def export(run: str | Path, out: str | Path, *, merge: bool = False, overwrite: bool = False,
-           dtype: str = "fp32") -> Path:
-    """A trained run -> a standalone sentence-transformers folder (adapter kept, or merged into the weights).
-
-    ``dtype``: the weights' type on disk, ``fp32``, ``bf16`` or ``fp16`` (half the size; the folder then loads
-    and runs in that type, as transformers loads a model in the type its config names). The folder is written
-    beside ``out`` and swapped in, so an interrupted export leaves ``out`` as it was.
-    """
-    run, out = Path(run), Path(out)
-    if dtype not in EXPORT_DTYPES:
-        raise ConfigError(f"export dtype must be one of {', '.join(EXPORT_DTYPES)}, got {dtype!r}")
-    check_export_target(run, out, overwrite)  # before the model loads
-    model = load_embedder(str(run))
-    if merge:
-        if not merge_lora(model):
-            raise ConfigError(f"{run} has no LoRA adapter to merge")
-    model.to(EXPORT_DTYPES[dtype])
-
-    section = model_card_section_of(run)  # the model's save writes a fresh sentence-transformers card
-
-    def write(folder: Path) -> None:
-        model.save(str(folder))
-        if section:
-            write_model_card_section(folder, section)
-        write_atomic(folder / EXPORT_MARK, json.dumps({"run": str(run.resolve()), "merged": merge,
-                                                       "dtype": dtype}) + "\n")
-
-    return replace_folder_atomically(out, write)
+def save_run(model, config: TrainConfig, run: RunFolder, source: str, summary: dict) -> None:
+    """The trained model (the best checkpoint, or without a dev set the last) with its card, curve and
+    summary."""
+    describe_origin(model, config, source)
+    model.save(str(run.path))  # adapter + template + pooling
+    plot_training_curve(run.log, run.curve)
+    write_atomic(run.summary, json.dumps(summary, indent=2) + "\n")
+    write_model_card_section(run.path, model_card_section(config_to_dict(config), summary))
