@@ -213,6 +213,8 @@ class TrainingFormat:
     @property
     def formats(self) -> tuple[str, ...]:
         return (*TRIPLET_FORMATS, ".txt") if self.texts else TRIPLET_FORMATS
+
+
 NLI_HUB = ("princeton-nlp/datasets-for-simcse", "nli_for_simcse.csv")
 STSB_DEV = StsTask("STSBenchmark.dev", "mteb/stsbenchmark-sts", split="validation")
 
