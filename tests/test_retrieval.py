@@ -94,3 +94,36 @@ def test_mining_a_search_folder_draws_negatives_from_its_whole_corpus(tmp_path, 
     corpus = {f"T{i} {t}" for i, t in enumerate(DOCUMENTS)}
     assert set(mined.columns["negative_1"]) <= corpus
     assert set(mined.columns["negative_1"]) - positives  # documents no query was judged on are candidates too
+
+
+def test_search_pairs_train_beside_similarity_triplets_in_alternate_batches(tiny_models, nli_dir, tmp_path):
+    from cftune import load_embedder
+    from cftune.config import load_config
+    from cftune.training import build_model, load_training_sets, trained_columns
+
+    folder, _ = write_search_folder(tmp_path / "beir", queries=16)
+    settings = ["query_prompt=query: ", "document_prompt=passage: ", "max_length=64", "eval_steps=0",
+                "save_steps=5"]
+    out = tmp_path / "run"
+    assert main(["train", "--model", str(tiny_models["llama"]), "--data", str(folder), "--similarity-data", "nli",
+                 "--data-dir", str(nli_dir), "--batch-size", "4", "--epochs", "2", "--out", str(out),
+                 *[arg for setting in settings for arg in ("--set", setting)]]) == 0
+    summary = json.loads((out / "train_summary.json").read_text())
+    # 22 search pairs are 5 full batches of 4, the NLI set many more: an epoch alternates 5 + 5 batches
+    assert (summary["rows"] - summary["similarity_rows"], summary["steps"]) == (22, 20)
+    assert summary["similarity_rows"] == len(load_training_sets(load_config(None, [f"data_dir={nli_dir}"]))["data"])
+    assert load_embedder(str(out)).prompts.keys() >= {"query", "document"}
+    assert "* Dataset: SimCSE NLI triplets" in (out / "README.md").read_text()  # the card names both sets
+    # the search prompts go on the search pairs only; the NLI triplets are read as the STS tasks are (no prompt)
+    config = load_config(None, [f"model={tiny_models['llama']}", f"data={folder}", "similarity_data=nli",
+                                f"data_dir={nli_dir}", *settings])
+    columns = {name: trained_columns(config, t) for name, t in load_training_sets(config).items()}
+    _, prompts, _ = build_model(config, columns, None)
+    assert prompts == {"data": {"anchor": "query: ", "positive": "passage: "}}
+    assert set(columns["similarity_data"]) == {"anchor", "positive", "negative"}
+
+
+def test_similarity_data_is_refused_with_a_teacher_before_any_model_loads(tmp_path, capsys):
+    assert main(["train", "--data", "nli", "--similarity-data", "nli", "--teacher", "x", "--out",
+                 str(tmp_path / "run")]) == 2
+    assert "similarity_data: does not combine with teacher yet" in capsys.readouterr().err

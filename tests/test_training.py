@@ -341,13 +341,12 @@ def test_the_model_card_names_the_base_model_and_data_by_hub_id(tiny_models, nli
     (run / "config.yaml").write_text((run / "config.yaml").read_text().replace(str(tiny_models["llama"]), "phi-2"))
     assert hub_id_of(str(run)) == "microsoft/phi-2"  # a run folder: its base
 
-    assert data_origin(load_config(None, {"data": "nli"}), "x.csv") == {"name": "SimCSE NLI triplets",
-                                                                        "id": "princeton-nlp/datasets-for-simcse"}
-    assert data_origin(load_config(None, {"data": "org/pairs:triplet"}), "x") == {"name": "org/pairs:triplet",
-                                                                                  "id": "org/pairs"}
+    assert data_origin("nli", None, "x.csv") == {"name": "SimCSE NLI triplets",
+                                                 "id": "princeton-nlp/datasets-for-simcse"}
+    assert data_origin("org/pairs:triplet", None, "x") == {"name": "org/pairs:triplet", "id": "org/pairs"}
     # what the hub reads: a model made from a hub model, on hub data (the lookups above, made for this model)
     monkeypatch.setattr("cftune.aliases.hub_id_of", lambda model: "google/gemma-3-270m")
-    monkeypatch.setattr("cftune.training.data_origin", lambda config, source: {"name": "all-nli", "id": "o/all-nli"})
+    monkeypatch.setattr("cftune.training.data_origin", lambda spec, data_dir, source: {"name": "all-nli", "id": "o/all-nli"})
     run = train(config, tmp_path / "from-hub")
     metadata = (run / "README.md").read_text().split("---")[1]
     assert "base_model: google/gemma-3-270m" in metadata and "datasets:\n- o/all-nli\n" in metadata, metadata

@@ -137,7 +137,10 @@ def add_train_command(commands) -> None:
     tr.add_argument("--model", help="model to fine-tune (any --model of eval)")
     tr.add_argument("--data", help="nli (SimCSE triplets), a CSV/JSONL/Parquet file, a dataset folder or a hub "
                                    "dataset id (org/name[:config]): anchor,positive[,negative...] rows, or "
-                                   "sentence1,sentence2,score with --loss cosent|angle")
+                                   "sentence1,sentence2,score with --loss cosent|angle; or a BEIR search folder "
+                                   "(corpus, queries, qrels): (query, document) pairs")
+    tr.add_argument("--similarity-data", help="a second set (e.g. nli) trained in alternate batches without the "
+                                              "query/document prompts: keeps sentence similarity beside search")
     tr.add_argument("--columns", help='which column is which, e.g. "anchor=question,positive=answer" (default: '
                                       "cftune's names, else by position)")
     tr.add_argument("--loss", choices=("infonce", "cosent", "angle"),
@@ -162,7 +165,8 @@ def _train(args: argparse.Namespace) -> None:
     from cftune.runs import check_run_target
     from cftune.sources import check_source, check_teacher
 
-    flags = {"model": args.model, "data": args.data, "data_dir": args.data_dir, "columns": args.columns,
+    flags = {"model": args.model, "data": args.data, "similarity_data": args.similarity_data,
+             "data_dir": args.data_dir, "columns": args.columns,
              "loss": args.loss, "max_steps": args.max_steps, "epochs": args.epochs, "batch_size": args.batch_size,
              "prompt": args.prompt, "teacher": args.teacher, "teacher_prompt": args.teacher_prompt}
     config = load_config(args.config, [f"{key}={value}" for key, value in flags.items() if value is not None]
@@ -171,6 +175,9 @@ def _train(args: argparse.Namespace) -> None:
     check_run_target(Path(args.out), config, args.resume)
     check_training_inputs(config.data, config.data_dir, form=training_format(config),
                           skip_bad_rows=config.skip_bad_rows, dev_set=config.eval_steps > 0)
+    if config.similarity_data:
+        check_training_inputs(config.similarity_data, config.data_dir, skip_bad_rows=config.skip_bad_rows,
+                              dev_set=False)
     check_source(config.model)
     if config.teacher:
         check_teacher(config.teacher, config.teacher_prompt)

@@ -67,6 +67,10 @@ class TrainConfig:
     # which column is which, when the file's names are not cftune's: "anchor=question,positive=answer"; a file
     # with none of the known names is read by position, as sentence-transformers reads it
     columns: str = ""
+    # a second training set trained beside `data` in alternate batches (sentence-transformers' round-robin
+    # sampler: an epoch ends when the smaller set is used up), read without the query/document prompts: e.g. nli
+    # beside a search folder, so the model keeps its sentence similarity while it learns to search. "": none.
+    similarity_data: str = ""
     data_dir: str | None = None  # local twin of the hub data; default $CFTUNE_DATA_DIR, else the hub
     skip_bad_rows: bool = False
     max_rows: int | None = None  # use only the first N rows (quick runs)
@@ -314,6 +318,11 @@ def validate(config: TrainConfig, origins: dict[str, str] | None = None) -> Trai
         for name, value in (("gradient_cache", config.gradient_cache), ("teacher", config.teacher)):
             if value:
                 fail(name, f"goes with loss infonce; loss {config.loss} trains on scored pairs")
+    if config.similarity_data:
+        for name, value in (("teacher", config.teacher), ("loss", scored_pairs(config)),
+                            ("matryoshka_dims", config.matryoshka_dims)):
+            if value:
+                fail("similarity_data", f"does not combine with {name} yet")
     if config.teacher:
         if config.gradient_cache or config.matryoshka_dims:
             fail("teacher", "distillation does not combine with gradient_cache or matryoshka_dims yet")
@@ -375,12 +384,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict | No
     return validate(config, origins)
 
 
-def training_steps(config: TrainConfig, rows: int, world_size: int = 1) -> int:
-    """The optimizer steps a run takes: ``max_steps`` when set, else ``epochs`` passes over ``rows`` in full
-    batches (the last partial batch is dropped), at least one."""
+def training_steps(config: TrainConfig, rows: list[int], world_size: int = 1) -> int:
+    """The optimizer steps a run takes: ``max_steps`` when set, else ``epochs`` passes over the training sets of
+    these sizes in full batches (the last partial batch is dropped), at least one. Several sets alternate batch by
+    batch, and an epoch ends when the smallest is used up (sentence-transformers' round-robin sampler)."""
     if config.max_steps is not None:
         return config.max_steps
-    return max(1, math.ceil(config.epochs * (rows // (config.batch_size * world_size))))
+    batches = len(rows) * min(r // (config.batch_size * world_size) for r in rows)
+    return max(1, math.ceil(config.epochs * batches))
 
 
 def warmup_steps(config: TrainConfig, steps: int) -> int:

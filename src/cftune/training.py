@@ -32,7 +32,7 @@ from cftune.config import (
     validate,
     warmup_steps,
 )
-from cftune.data import existing_data_dir, load_sts_dev, load_training_data
+from cftune.data import Triplets, existing_data_dir, load_sts_dev, load_training_data
 from cftune.design import lm_body
 from cftune.encoding import resolve_precision
 from cftune.io import (
@@ -203,29 +203,52 @@ def search_prompts(model, config: TrainConfig, columns: list[str]) -> dict[str, 
     return {column: full.get("query" if column == "anchor" else "document", prefix) for column in columns}
 
 
-def data_origin(config: TrainConfig, source: str) -> dict[str, str]:
-    """How a model card names the training data: by hub id where it came from the hub."""
+def data_origin(spec: str, data_dir: str | None, source: str) -> dict[str, str]:
+    """How a model card names a training set: by hub id where it came from the hub."""
     from cftune.data import HUB_DATASET, NLI_HUB
 
-    if config.data == "nli":
-        local = existing_data_dir(config.data_dir) is not None  # a stand-in is not the hub's data: no id
+    if spec == "nli":
+        local = existing_data_dir(data_dir) is not None  # a stand-in is not the hub's data: no id
         return {"name": "SimCSE NLI triplets"} | ({} if local else {"id": NLI_HUB[0]})
-    if HUB_DATASET.fullmatch(config.data) and not Path(config.data).exists():
-        return {"name": config.data, "id": config.data.partition(":")[0]}
+    if HUB_DATASET.fullmatch(spec) and not Path(spec).exists():
+        return {"name": spec, "id": spec.partition(":")[0]}
     return {"name": Path(source).name}
 
 
-def describe_origin(model, config: TrainConfig, source: str) -> None:
+def describe_origin(model, config: TrainConfig, sources: dict[str, str]) -> None:
     """The model card's metadata (the hub reads it): the base model's hub id, and the training data by hub id
-    where it came from the hub. Set after training, on the entry the trainer filled in with what it saw."""
+    where it came from the hub. Set after training, on the entries the trainer filled in with what it saw (one
+    per training set, named by its setting when there are several)."""
     from cftune.aliases import hub_id_of
 
     card = model.model_card_data
     card.base_model = hub_id_of(config.model)
-    origin = data_origin(config, source)
+    origins = {name: data_origin(getattr(config, name), config.data_dir, source) for name, source in sources.items()}
     for entry in card.train_datasets:
-        entry.update(origin)
-    card.datasets = [origin["id"]] if "id" in origin else []  # the metadata's list of hub ids
+        entry.update(origins.get(entry.get("name"), origins["data"]))
+    card.datasets = [origin["id"] for origin in origins.values() if "id" in origin]  # the metadata's hub ids
+
+
+def load_training_sets(config: TrainConfig) -> dict[str, Triplets]:
+    """The training rows by the setting that names them: ``data``, and ``similarity_data`` when the run has one
+    (read with cftune's column names: ``columns`` is about ``data``)."""
+    sets = {"data": load_training_data(config.data, config.data_dir, form=training_format(config),
+                                       skip_bad_rows=config.skip_bad_rows, max_rows=config.max_rows)}
+    if config.similarity_data:
+        sets["similarity_data"] = load_training_data(config.similarity_data, config.data_dir,
+                                                     skip_bad_rows=config.skip_bad_rows, max_rows=config.max_rows)
+    for triplets in sets.values():
+        if triplets.skipped:
+            log.warning("skipped %d bad rows of %s:\n  %s", len(triplets.skipped), triplets.source,
+                        "\n  ".join(triplets.skipped))
+    return sets
+
+
+def trained_columns(config: TrainConfig, triplets: Triplets) -> dict[str, list]:
+    """The columns a run trains on: without hard negatives, the negative columns are left out (in-batch
+    negatives only)."""
+    return {name: texts for name, texts in triplets.columns.items()
+            if config.hard_negatives or not name.startswith("negative")}
 
 
 def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbacks: tuple = ()) -> Path:
@@ -239,22 +262,15 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
     check_trackers_installed(config.report_to)
     out = Path(out)
     check_run_target(out, config, resume)
-    triplets = load_training_data(config.data, config.data_dir, form=training_format(config),
-                                  skip_bad_rows=config.skip_bad_rows, max_rows=config.max_rows)
-    if triplets.skipped:
-        log.warning("skipped %d bad rows of %s:\n  %s", len(triplets.skipped), triplets.source,
-                    "\n  ".join(triplets.skipped))
-    columns = dict(triplets.columns)
-    if not config.hard_negatives:  # in-batch negatives only
-        columns = {name: texts for name, texts in columns.items() if not name.startswith("negative")}
+    sets = load_training_sets(config)
     # every process needs a full batch (the last partial one is dropped): fewer rows would train nothing
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rows = len(triplets)
-    if rows < config.batch_size * world_size:
-        raise ConfigError(f"{triplets.source}: {rows} usable rows (after max_rows and skipped bad "
-                          f"rows), fewer than one batch: batch_size={config.batch_size}"
-                          + (f" x {world_size} processes" if world_size > 1 else ""))
-    steps = training_steps(config, rows, world_size)
+    for triplets in sets.values():
+        if len(triplets) < config.batch_size * world_size:
+            raise ConfigError(f"{triplets.source}: {len(triplets)} usable rows (after max_rows and skipped bad "
+                              f"rows), fewer than one batch: batch_size={config.batch_size}"
+                              + (f" x {world_size} processes" if world_size > 1 else ""))
+    steps = training_steps(config, [len(triplets) for triplets in sets.values()], world_size)
     warmup = warmup_steps(config, steps)
     if warmup >= steps:
         log.warning("warmup_steps=%d is not fewer than the run's %d steps: the learning rate never reaches %g "
@@ -266,27 +282,30 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
     one_writer = FolderLock(out) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
     with one_writer:
         try:
-            return _train_in(out, config, resume, triplets, columns, dev, callbacks, (steps, warmup))
+            return _train_in(out, config, resume, sets, dev, callbacks, (steps, warmup))
         except (OSError, RuntimeError) as err:
             if is_disk_full(err):
                 raise disk_full_error(out, "continue with --resume (complete checkpoints are kept)") from err
             raise
 
 
-def _train_in(out: Path, config: TrainConfig, resume: bool, triplets, columns: dict[str, list], dev,
-              callbacks: tuple, schedule: tuple[int, int]) -> Path:
-    """The training itself, in a run folder this process holds, as named phases; ``columns``: the training rows
-    by column; ``schedule``: (steps, warm-up steps)."""
+def _train_in(out: Path, config: TrainConfig, resume: bool, sets: dict[str, Triplets], dev, callbacks: tuple,
+              schedule: tuple[int, int]) -> Path:
+    """The training itself, in a run folder this process holds, as named phases; ``sets``: the training rows by
+    setting (``load_training_sets``); ``schedule``: (steps, warm-up steps)."""
     from sentence_transformers import SentenceTransformerTrainer
 
     steps, warmup = schedule
     run, checkpoint = open_run(out, config, resume, steps)
+    columns = {name: trained_columns(config, triplets) for name, triplets in sets.items()}
     dataset, distillation, teacher_seconds = training_dataset(config, columns)
-    log.info("training on %d rows of %s (columns %s): %d steps of %d, %d of them warm-up", len(dataset),
-             triplets.source, dataset.column_names, steps, config.batch_size, warmup)
+    rows = sum(len(triplets) for triplets in sets.values())
+    for name, triplets in sets.items():
+        log.info("%s: %d rows of %s (columns %s)", name, len(triplets), triplets.source, list(columns[name]))
+    log.info("training: %d steps of %d, %d of them warm-up", steps, config.batch_size, warmup)
     model, column_prompts, projection = build_model(config, columns, distillation)
     # a resumed run's checkpoint already holds the warmed-up weights
-    mntp = mntp_phase(model, config, columns) if config.mntp_steps and checkpoint is None else {}
+    mntp = mntp_phase(model, config, columns["data"]) if config.mntp_steps and checkpoint is None else {}
     evaluator = dev_evaluator(dev)
     args = training_arguments(config, run, schedule, column_prompts, evaluator is not None, model.device)
     trainer = SentenceTransformerTrainer(
@@ -301,17 +320,20 @@ def _train_in(out: Path, config: TrainConfig, resume: bool, triplets, columns: d
     seconds = time.perf_counter() - started
     if trainer.is_world_process_zero():
         best = trainer.state.best_metric
+        main = sets["data"]
         summary = {"best_dev_spearman_x100": None if best is None else best * 100,
                    "best_checkpoint": trainer.state.best_model_checkpoint, "steps": trainer.state.global_step,
-                   "warmup_steps": warmup, "rows": len(dataset), "skipped_rows": len(triplets.skipped),
-                   "data": triplets.source, "skipped": triplets.skipped,
+                   "warmup_steps": warmup, "rows": rows, "skipped_rows": sum(len(t.skipped) for t in sets.values()),
+                   "data": main.source, "skipped": [s for t in sets.values() for s in t.skipped],
+                   **({"similarity_data": sets["similarity_data"].source,
+                       "similarity_rows": len(sets["similarity_data"])} if "similarity_data" in sets else {}),
                    # of this invocation only: a resumed run's earlier part is not counted
                    "train_seconds": round(seconds, 1), "resumed_from": str(checkpoint) if checkpoint else None,
                    "machine": machine(), "finetune": config.finetune, "trainable_parameters": trainable,
                    "peak_rss_gib": round(peak_rss_gib(), 2), **mntp,
                    **({"teacher": config.teacher, "teacher_seconds": round(teacher_seconds, 1),
                        "projection": projection} if config.teacher else {})}
-        save_run(model, config, run, triplets.source, summary)
+        save_run(model, config, run, {name: triplets.source for name, triplets in sets.items()}, summary)
     return out
 
 
@@ -331,35 +353,50 @@ def open_run(out: Path, config: TrainConfig, resume: bool, steps: int) -> tuple[
     return run, checkpoint
 
 
-def training_dataset(config: TrainConfig, columns: dict[str, list]):
-    """The rows as a datasets.Dataset; with a teacher, its vectors of every text too (cached once, on disk),
-    and each row's number as its label (the loss looks its teacher vectors up by it)."""
+def training_dataset(config: TrainConfig, columns: dict[str, dict[str, list]]):
+    """The rows as a datasets.Dataset, or a DatasetDict by setting when there are several sets; with a teacher,
+    its vectors of every text too (cached once, on disk), and each row's number as its label (the loss looks its
+    teacher vectors up by it)."""
     import datasets
 
-    dataset = datasets.Dataset.from_dict(columns)
+    if len(columns) > 1:
+        return datasets.DatasetDict({name: datasets.Dataset.from_dict(c) for name, c in columns.items()}), None, 0.0
+    dataset = datasets.Dataset.from_dict(columns["data"])
     if not config.teacher:
         return dataset, None, 0.0
     from cftune import distill
 
     started = time.perf_counter()
-    distillation = distill.prepare(config, columns)
+    distillation = distill.prepare(config, columns["data"])
     return dataset.add_column("label", list(range(len(dataset)))), distillation, time.perf_counter() - started
 
 
-def build_model(config: TrainConfig, columns: dict[str, list], distillation) -> tuple[Any, dict[str, str], bool]:
+def training_prompts(model, config: TrainConfig, columns: dict[str, dict[str, list]]) -> dict:
+    """What goes before each column's texts (sentence-transformers' training ``prompts``): the search prompts
+    on ``data``; on ``similarity_data`` no named prompt, only the template's prefix where the model reads plain
+    text. With several sets, by set (a set left out gets no prompt)."""
+    prompts = search_prompts(model, config, [c for c in columns["data"] if c != "score"])
+    if len(columns) == 1:
+        return prompts
+    prefix = model.prompts.get(TEMPLATE_PROMPT, "")
+    by_set = {"data": prompts, "similarity_data": {c: prefix for c in columns["similarity_data"]} if prefix else {}}
+    return {name: set_prompts for name, set_prompts in by_set.items() if set_prompts}
+
+
+def build_model(config: TrainConfig, columns: dict[str, dict[str, list]], distillation) -> tuple[Any, dict, bool]:
     """The embedder to train: its design, reading length, search prompts, a fitted map into a teacher's space
-    (embedding distillation across sizes), and what trains (LoRA or the body). Returns it, each column's
-    prompt, and whether a map was added."""
+    (embedding distillation across sizes), and what trains (LoRA or the body). Returns it, the training
+    prompts (``training_prompts``), and whether a map was added."""
     torch.manual_seed(config.seed)
     model = load_embedder(config.model, config.design)
     model.max_seq_length = config.max_length
     model.model_card_data.add_tags("cftune")
-    column_prompts = search_prompts(model, config, [c for c in columns if c != "score"])
+    column_prompts = training_prompts(model, config, columns)
     projection = False
     if distillation is not None:
         from cftune import distill
 
-        projection = distill.add_projection(model, distillation, columns, config)
+        projection = distill.add_projection(model, distillation, columns["data"], config)
     if config.finetune == "full":
         freeze_token_embeddings(model)
     else:
@@ -391,7 +428,7 @@ def training_arguments(config: TrainConfig, run: RunFolder, schedule: tuple[int,
                        has_dev: bool, device):
     """The recipe as sentence-transformers' training arguments."""
     from sentence_transformers import SentenceTransformerTrainingArguments
-    from sentence_transformers.base.sampler import BatchSamplers
+    from sentence_transformers.base.sampler import BatchSamplers, MultiDatasetBatchSamplers
 
     steps, warmup = schedule
     return SentenceTransformerTrainingArguments(
@@ -408,6 +445,8 @@ def training_arguments(config: TrainConfig, run: RunFolder, schedule: tuple[int,
         gradient_checkpointing=config.gradient_checkpointing,
         # A duplicate text in a batch would be a false negative for its twin's anchor.
         batch_sampler=BatchSamplers.NO_DUPLICATES,
+        # several training sets (similarity_data) take turns, a batch each: neither is drowned by the other's size
+        multi_dataset_batch_sampler=MultiDatasetBatchSamplers.ROUND_ROBIN,
         eval_strategy="steps" if has_dev else "no",
         eval_steps=config.eval_steps or None,
         save_strategy="steps",
@@ -424,10 +463,10 @@ def training_arguments(config: TrainConfig, run: RunFolder, schedule: tuple[int,
     )
 
 
-def save_run(model, config: TrainConfig, run: RunFolder, source: str, summary: dict) -> None:
+def save_run(model, config: TrainConfig, run: RunFolder, sources: dict[str, str], summary: dict) -> None:
     """The trained model (the best checkpoint, or without a dev set the last) with its card, curve and
-    summary."""
-    describe_origin(model, config, source)
+    summary; ``sources``: where each training set was read from, by setting."""
+    describe_origin(model, config, sources)
     model.save(str(run.path))  # adapter + template + pooling
     plot_training_curve(run.log, run.curve)
     write_atomic(run.summary, json.dumps(summary, indent=2) + "\n")
