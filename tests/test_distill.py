@@ -216,7 +216,7 @@ def test_bad_teacher_settings_are_one_line_before_any_work(tiny_models, nli_dir,
                               ([f"teacher={teacher_folder}", "teacher_prompt=Retrieval"],
                                "teacher_prompt: .* has no prompt 'Retrieval'; its prompts: STS"),
                               (["teacher=minilm-l6", "gradient_cache=true"], "teacher: distillation does not"),
-                              (["teacher=minilm-l6", "distill_loss=l1"], "distill_loss: must be cosine or mse")]:
+                              (["teacher=minilm-l6", "distill_loss=l1"], "distill_loss: must be one of cosine, mse")]:
         assert main([*argv, *(arg for s in settings for arg in ("--set", s))]) == 2
         error = capsys.readouterr().err
         assert error.count("\n") == 1 and re.search(message, error), error

@@ -318,7 +318,7 @@ def test_scored_pairs_train_with_cosent_for_epochs_in_batches_with_a_warmup_rati
 @pytest.mark.parametrize("settings, problem", [
     (["loss=cosent", "gradient_cache=true"], "gradient_cache: goes with loss infonce"),
     (["loss=angle", "teacher=all-mpnet-base-v2"], "teacher: goes with loss infonce"),
-    (["loss=mse"], "loss: must be infonce or cosent or angle"),
+    (["loss=mse"], "loss: must be one of infonce, cosent, angle"),
     (["epochs=0"], "epochs: must be > 0"), (["warmup_ratio=1"], "warmup_ratio: must be >= 0 and < 1"),
 ])
 def test_training_option_mistakes_are_named(settings, problem):
@@ -346,7 +346,8 @@ def test_the_model_card_names_the_base_model_and_data_by_hub_id(tiny_models, nli
     assert data_origin("org/pairs:triplet", None, "x") == {"name": "org/pairs:triplet", "id": "org/pairs"}
     # what the hub reads: a model made from a hub model, on hub data (the lookups above, made for this model)
     monkeypatch.setattr("cftune.aliases.hub_id_of", lambda model: "google/gemma-3-270m")
-    monkeypatch.setattr("cftune.training.data_origin", lambda spec, data_dir, source: {"name": "all-nli", "id": "o/all-nli"})
+    monkeypatch.setattr("cftune.training.data_origin",
+                        lambda spec, data_dir, source: {"name": "all-nli", "id": "o/all-nli"})
     run = train(config, tmp_path / "from-hub")
     metadata = (run / "README.md").read_text().split("---")[1]
     assert "base_model: google/gemma-3-270m" in metadata and "datasets:\n- o/all-nli\n" in metadata, metadata

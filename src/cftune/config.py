@@ -251,17 +251,46 @@ TRACKERS = {"tensorboard": ("tensorboard", "tensorboardX"), "trackio": ("trackio
 # setting adds a line. Types are already checked by _coerce; these are the values that would otherwise fail
 # late (temperature 0: a division by zero after the model loaded) or silently do something else
 # (max_steps -5: the trainer runs 3 epochs instead).
-CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
-    ("prompt", _prompt_ok, "auto, none, eol or a template containing {text} exactly once"),
-    ("loss", lambda v: v in LOSSES, " or ".join(LOSSES)),
-    ("columns", _columns_ok, "role=column items"),
-    ("pooling", lambda v: v in POOLINGS, " or ".join(POOLINGS)),
-    ("attention", lambda v: v in ATTENTIONS, " or ".join(ATTENTIONS)),
-    ("finetune", lambda v: v in FINETUNES, " or ".join(FINETUNES)),
+def _one_of(names: tuple[str, ...]) -> str:
+    return "one of " + ", ".join(names)
+
+
+# The embedder design's settings: checked here for a recipe and by cftune.design.EmbedderDesign for a design
+# made in Python (design_problem, one rule for both). None: as saved.
+DESIGN_CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
+    ("prompt", _prompt_ok, "one of none, eol, auto or a template containing {text} once"),
+    ("pooling", lambda v: v in POOLINGS, _one_of(POOLINGS)),
+    ("attention", lambda v: v in ATTENTIONS, _one_of(ATTENTIONS)),
     ("layers", lambda v: v >= 0, ">= 0 (0: all)"),
+    ("pooled_layers", lambda v: v >= 1, ">= 1"),
+]
+
+
+def design_problem(settings: dict[str, Any]) -> tuple[str, str] | None:
+    """The first bad setting of an embedder design (prompt, pooling, attention, layers, pooled_layers,
+    include_prompt; None values are not checked) and what it must be; None when all are good."""
+    for name, check, must in DESIGN_CHECKS:
+        value = settings.get(name)
+        if value is None:
+            continue
+        try:
+            ok = check(value)
+        except TypeError:  # a value of the wrong type, given in Python
+            ok = False
+        if not ok:
+            return name, f"must be {must}, got {value!r}"
+    if settings.get("include_prompt") is False and (problem := prompt_exclusion_problem(
+            settings.get("prompt") or "none", settings.get("pooling") or "lasttoken")):
+        return "include_prompt", problem
+    return None
+
+
+CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
+    ("loss", lambda v: v in LOSSES, _one_of(LOSSES)),
+    ("columns", _columns_ok, "role=column items"),
+    ("finetune", lambda v: v in FINETUNES, _one_of(FINETUNES)),
     ("mntp_steps", lambda v: v >= 0, ">= 0 (0: off)"),
     ("mntp_mask", _finite(lambda v: 0 < v < 1), "> 0 and < 1"),
-    ("pooled_layers", lambda v: v >= 1, ">= 1"),
     ("max_rows", lambda v: v is None or v >= 1, "none or >= 1"),
     ("temperature", _finite(lambda v: v > 0), "> 0"),
     ("hardness", _finite(lambda v: v >= 0), ">= 0"),
@@ -274,7 +303,7 @@ CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("warmup_steps", lambda v: v is None or v >= 0, "none or >= 0"),
     ("weight_decay", _finite(lambda v: v >= 0), ">= 0"),
     ("max_length", lambda v: v >= 1, ">= 1"),
-    ("precision", lambda v: v in PRECISIONS, " or ".join(PRECISIONS)),
+    ("precision", lambda v: v in PRECISIONS, _one_of(PRECISIONS)),
     ("matryoshka_dims", lambda v: all(d >= 1 for d in v) and len(set(v)) == len(v), "distinct sizes >= 1"),
     ("lora.r", lambda v: v >= 1, ">= 1"),
     ("lora.alpha", _finite(lambda v: v > 0), "> 0"),
@@ -283,7 +312,7 @@ CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("save_steps", lambda v: v >= 1, ">= 1"),
     ("logging_steps", lambda v: v >= 1, ">= 1"),
     ("report_to", lambda v: set(v) <= set(TRACKERS), "a list of " + ", ".join(TRACKERS)),
-    ("distill_loss", lambda v: v in DISTILL_LOSSES, " or ".join(DISTILL_LOSSES)),
+    ("distill_loss", lambda v: v in DISTILL_LOSSES, _one_of(DISTILL_LOSSES)),
     ("distill_weight", _finite(lambda v: v >= 0), ">= 0"),
     ("contrastive_weight", _finite(lambda v: v >= 0), ">= 0"),
     ("distill_temperature", _finite(lambda v: v > 0), "> 0"),
@@ -304,6 +333,9 @@ def validate(config: TrainConfig, origins: dict[str, str] | None = None) -> Trai
         where = f"{origins[name]}: " if name in origins else ""
         raise ConfigError(f"{where}{name}: {problem}")
 
+    if bad := design_problem({name: getattr(config, name) for name, _, _ in DESIGN_CHECKS}
+                             | {"include_prompt": config.include_prompt}):
+        fail(*bad)
     for name, check, must in CHECKS:
         value = _value(config, name)
         try:
@@ -312,8 +344,6 @@ def validate(config: TrainConfig, origins: dict[str, str] | None = None) -> Trai
             ok = False
         if not ok:
             fail(name, f"must be {must}, got {value!r}")
-    if not config.include_prompt and (problem := prompt_exclusion_problem(config.prompt, config.pooling)):
-        fail("include_prompt", problem)
     if scored_pairs(config):
         for name, value in (("gradient_cache", config.gradient_cache), ("teacher", config.teacher)):
             if value:

@@ -30,7 +30,7 @@ from sentence_transformers.base.modules import Transformer
 from sentence_transformers.sentence_transformer.modules import Pooling, WeightedLayerPooling
 from transformers import PreTrainedModel
 
-from cftune.config import ATTENTIONS, POOLINGS, prompt_exclusion_problem
+from cftune.config import design_problem
 from cftune.errors import ConfigError, ModelSourceError
 
 
@@ -51,22 +51,8 @@ class EmbedderDesign:
     include_prompt: bool | None = None
 
     def __post_init__(self) -> None:
-        from cftune.aliases import PROMPTS
-
-        if self.prompt is not None and self.prompt not in (*PROMPTS, "auto") and self.prompt.count("{text}") != 1:
-            raise ConfigError(f"must be one of {', '.join(PROMPTS)}, auto or a template containing {{text}} once, "
-                              f"got {self.prompt!r}", "prompt")
-        for name, allowed in (("pooling", POOLINGS), ("attention", ATTENTIONS)):
-            value = getattr(self, name)
-            if value is not None and value not in allowed:
-                raise ConfigError(f"must be one of {', '.join(allowed)}, got {value!r}", name)
-        if self.layers is not None and self.layers < 0:
-            raise ConfigError(f"must be >= 0 (0: all), got {self.layers}", "layers")
-        if self.pooled_layers is not None and self.pooled_layers < 1:
-            raise ConfigError(f"must be >= 1, got {self.pooled_layers}", "pooled_layers")
-        if self.include_prompt is False and (problem := prompt_exclusion_problem(
-                self.prompt or "none", self.pooling or "lasttoken")):
-            raise ConfigError(problem, "include_prompt")
+        if bad := design_problem(asdict(self)):
+            raise ConfigError(bad[1], bad[0])
 
     @classmethod
     def of(cls, model: SentenceTransformer) -> EmbedderDesign:
@@ -123,9 +109,8 @@ def lm_body(model: SentenceTransformer) -> PreTrainedModel:
 
 
 def attention_config(config, attention: str) -> dict:
-    """The transformers config settings that give ``attention`` on this architecture."""
-    if attention not in ATTENTIONS:
-        raise ModelSourceError(f"attention must be one of {', '.join(ATTENTIONS)}, got {attention!r}")
+    """The transformers config settings that give ``attention`` (checked by EmbedderDesign) on this
+    architecture."""
     if attention == "causal":
         return {}
     switch = BIDIRECTIONAL_SWITCH.get(config.model_type)
