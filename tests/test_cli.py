@@ -148,3 +148,22 @@ def test_the_cli_reference_is_the_parser_s_own_help():
         pytest.skip(f"docs/cli.md was made with Python {made_with}, whose argparse lays help out its own way")
     assert committed == reference_markdown(), "regenerate it: python -m cftune.cli reference > docs/cli.md"
     assert "## cftune split-queries" in committed and "--max-client-batch-size" in committed
+
+
+def test_the_command_line_names_the_flags_where_the_library_names_settings(tiny_models, nli_dir, tmp_path, capsys):
+    from cftune.cli import in_flags
+    from cftune.errors import ConfigError, OutputPathError
+
+    parser = build_parser()
+    said = ConfigError("runs/x holds checkpoints; add `resume` to continue, or choose another `out`")
+    assert in_flags(said, parser, "train") == "runs/x holds checkpoints; add --resume to continue, or choose " \
+                                              "another --out"
+    assert in_flags(ConfigError("must be >= 1, got 0", "batch_size"), parser, "train") == \
+        "--batch-size: must be >= 1, got 0"
+    assert in_flags(ConfigError("try `max_steps=5` or `lora_r`"), parser, "train") == "try --max-steps 5 or `lora_r`"
+    # a real refusal, through the real command line: a folder of someone else's files is not an output
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    assert main(["train", "--model", str(tiny_models["llama"]), "--data-dir", str(nli_dir),
+                 "--out", str(tmp_path / "mine")]) == 2
+    assert f"--out {tmp_path / 'mine'}: holds files cftune did not write (notes.txt)" in capsys.readouterr().err

@@ -206,7 +206,7 @@ def test_train_refuses_to_mix_with_another_runs_checkpoints(tiny_models, nli_dir
 
     with pytest.raises(ConfigError, match=r"other settings .*learning_rate: 0\.002 asked, 0\.001 there"):
         train(tiny_config(tiny_models, nli_dir, learning_rate=2e-3), run, resume=True)
-    with pytest.raises(ConfigError, match="add --resume"):  # same settings: continue only when asked
+    with pytest.raises(ConfigError, match="add `resume` to continue"):  # same settings: continue only when asked
         train(tiny_config(tiny_models, nli_dir), run)
     (run / "config.yaml").unlink()
     with pytest.raises(OutputPathError, match=r"holds files cftune did not write \(checkpoints\)"):
@@ -430,7 +430,7 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_the_run_resumes(tiny_mo
                 (run / "checkpoints" / "checkpoint-8" / "optimizer.pt").symlink_to("/dev/full")
 
     with pytest.raises(DiskFullError, match=rf"^{run}: no space left on the disk while writing \(\d+ MiB free now\); "
-                                            "free some space, then continue with --resume"):
+                                            "free some space, then continue with `resume`"):
         train(tiny_config(tiny_models, nli_dir), run, callbacks=(FullDiskAtTheNextSave(),))
     assert checkpoint_problem(run / "checkpoints" / "checkpoint-4") is None  # what was complete is kept
     train(tiny_config(tiny_models, nli_dir), run, resume=True)  # the half-written checkpoint-8 is skipped

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import shlex
 import sys
 import time
@@ -675,15 +676,25 @@ def reference_markdown(width: int = 100) -> str:
 
 
 def in_flags(err: CftuneError, parser: argparse.ArgumentParser, command: str) -> str:
-    """The error as the command line says it: a setting the library named ("tasks: ...") by the flag that
-    sets it ("--tasks: ...")."""
-    setting: str | None = getattr(err, "setting", None)
+    """The error as the command line says it. The library names settings as Python does: a message about one
+    starts "tasks: ...", and advice quotes them in backticks ("add `resume`", "`out` runs/x: ..."); here each
+    becomes the flag that sets it ("--tasks: ...", "add --resume", "--out runs/x: ..."). A setting this command
+    has no flag for keeps its name."""
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    flags = {action.dest: action.option_strings[0] for action in subparsers.choices[command]._actions
-             if action.option_strings}
-    if setting is not None and setting in flags and str(err).startswith(f"{setting}: "):
-        return flags[setting] + str(err)[len(setting):]
-    return str(err)
+    actions = {action.dest: action for action in subparsers.choices[command]._actions if action.option_strings}
+    message, setting = str(err), getattr(err, "setting", None)
+    if setting is not None and setting in actions and message.startswith(f"{setting}: "):
+        message = f"`{setting}`" + message[len(setting):]
+
+    def flag(quoted: re.Match) -> str:
+        name, value = quoted[1], quoted[2]
+        action = actions.get(name)
+        if action is None:
+            return quoted[0]
+        takes_value = action.nargs != 0
+        return action.option_strings[0] + (f" {value}" if value and takes_value else "")
+
+    return re.sub(r"`(\w+)(?:=([^`]*))?`", flag, message)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -94,7 +94,7 @@ def existing_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
     """``resolve_data_dir``, refusing a folder that does not exist (a typo must not send cftune to the hub)."""
     root = resolve_data_dir(data_dir)
     if root is not None and not root.is_dir():
-        raise DataFormatError(str(root), None, "data folder not found (--data-dir or $CFTUNE_DATA_DIR)")
+        raise DataFormatError(str(root), None, "data folder not found (`data_dir` or $CFTUNE_DATA_DIR)")
     return root
 
 
@@ -107,7 +107,7 @@ def check_sts_inputs(spec: str | list[str] | None, data_dir: str | os.PathLike |
     return tasks
 
 
-def _hub_failure(what: str, err: Exception, instead: str = "pass --data-dir with a local copy (the layout of "
+def _hub_failure(what: str, err: Exception, instead: str = "pass `data_dir` with a local copy (the layout of "
                                                             "../shared/data)") -> DataFormatError:
     """A one-line error for hub data that could not be fetched, saying what to do instead."""
     from huggingface_hub import constants

@@ -134,21 +134,21 @@ def _check_creatable(path: Path, what: str) -> None:
         raise OutputPathError(f"{what} {path}: folder {existing} is not writable")
 
 
-def check_output_file(path: str | os.PathLike, what: str = "--out") -> Path:
+def check_output_file(path: str | os.PathLike, what: str = "out") -> Path:
     """A file a command may write (replacing an earlier one): not a folder, in a folder that exists or can be
     made, and writable. Cheap: call it before any model loads."""
     path = Path(path)
     if path.is_dir():
-        raise OutputPathError(f"{what} {path}: is a folder; name the file to write")
+        raise OutputPathError(f"`{what}` {path}: is a folder; name the file to write")
     if path.exists():
         if not os.access(path.parent, os.W_OK | os.X_OK):  # written beside the target and renamed in
-            raise OutputPathError(f"{what} {path}: folder {path.parent} is not writable")
+            raise OutputPathError(f"`{what}` {path}: folder {path.parent} is not writable")
     else:
         _check_creatable(path, what)
     return path
 
 
-def check_output_folder(folder: str | os.PathLike, *, ours: Callable[[Path], bool], what: str = "--out",
+def check_output_folder(folder: str | os.PathLike, *, ours: Callable[[Path], bool], what: str = "out",
                         advice: str = "choose a new or empty folder") -> Path:
     """A folder a command may fill: new, empty, or one that cftune wrote for this purpose (``ours``, by the
     marker file it left there). Anything else holds someone's files, and is refused before any work."""
@@ -157,14 +157,14 @@ def check_output_folder(folder: str | os.PathLike, *, ours: Callable[[Path], boo
         _check_creatable(folder, what)
         return folder
     if not folder.is_dir():
-        raise OutputPathError(f"{what} {folder}: is a file, not a folder")
+        raise OutputPathError(f"`{what}` {folder}: is a file, not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputPathError(f"{what} {folder}: folder is not writable")
+        raise OutputPathError(f"`{what}` {folder}: folder is not writable")
     # cftune's own bookkeeping (a lock, a temp file of a killed write) does not make a folder someone else's
     entries = sorted(p.name for p in folder.iterdir() if p.name != LOCK_NAME and TEMP_MARK not in p.name)
     if entries and not ours(folder):
         shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
-        raise OutputPathError(f"{what} {folder}: holds files cftune did not write ({shown}); {advice}")
+        raise OutputPathError(f"`{what}` {folder}: holds files cftune did not write ({shown}); {advice}")
     return folder
 
 
@@ -229,7 +229,7 @@ class FolderLock:
             holder = handle.read().strip() or "another process"
             handle.close()
             raise RunBusyError(f"{self.path.parent}: this {self.what} is in use by {holder}; wait for it to end, "
-                               "or choose another --out") from None
+                               "or choose another `out`") from None
         return handle
 
     def __exit__(self, *exc) -> None:

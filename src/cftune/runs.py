@@ -106,7 +106,7 @@ def check_same_config(run: Path, config: TrainConfig) -> None:
     if differ:
         raise ConfigError(f"{run} holds a run with other settings than this command asks for "
                           f"({'; '.join(differ[:3])}{'; ...' if len(differ) > 3 else ''}; see {saved_path}); "
-                          "choose another --out, or delete that folder")
+                          "choose another `out`, or delete that folder")
 
 
 def mark_run_folder(out: Path) -> None:
@@ -134,10 +134,10 @@ def check_run_target(out: Path, config: TrainConfig, resume: bool) -> None:
         return
     if not RunFolder(out).config.exists():
         raise ConfigError(f"{out} holds checkpoints or a model of an unknown run (no config.yaml); "
-                          "choose another --out")
+                          "choose another `out`")
     check_same_config(out, config)
     if has_checkpoints and not resume:
-        raise ConfigError(f"{out} holds checkpoints of an earlier run with these settings; add --resume to "
+        raise ConfigError(f"{out} holds checkpoints of an earlier run with these settings; add `resume` to "
                           f"continue it, or delete {out / 'checkpoints'} to start over")
 
 
@@ -152,10 +152,10 @@ def check_export_target(run: Path, out: Path, overwrite: bool) -> None:
     target = out.resolve()
     for what, inside in (("the current folder", Path.cwd().resolve()), (f"the run {run}", run.resolve())):
         if inside == target or target in inside.parents:
-            raise ConfigError(f"--out {out} would replace {what}; choose another --out")
+            raise ConfigError(f"`out` {out} would replace {what}; choose another `out`")
     check_output_folder(out, ours=lambda folder: overwrite or (folder / EXPORT_MARK).is_file(),
-                        advice=f"it is not a cftune export (no {EXPORT_MARK}): choose another --out, or add "
-                               "--overwrite to replace it")
+                        advice=f"it is not a cftune export (no {EXPORT_MARK}): choose another `out`, or add "
+                               "`overwrite` to replace it")
 
 
 REPORT_MARK = "cftune_report.json"  # in a reproduce or ablate folder: a re-run continues it

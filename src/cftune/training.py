@@ -285,7 +285,7 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
             return _train_in(out, config, resume, sets, dev, callbacks, (steps, warmup))
         except (OSError, RuntimeError) as err:
             if is_disk_full(err):
-                raise disk_full_error(out, "continue with --resume (complete checkpoints are kept)") from err
+                raise disk_full_error(out, "continue with `resume` (complete checkpoints are kept)") from err
             raise
 
 
