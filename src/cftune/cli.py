@@ -404,7 +404,7 @@ def add_embed_command(commands) -> None:
     em.add_argument("--input", required=True, help="texts.{txt,jsonl,csv,parquet}")
     em.add_argument("--column", default="text", help="the text column of .jsonl/.csv/.parquet (default: text)")
     em.add_argument("--id-column", help="column of ids kept beside the vectors (default: the line number)")
-    em.add_argument("--out", required=True, help="vectors.npy (+ vectors.npy.ids.txt) or vectors.parquet")
+    em.add_argument("--out", required=True, help="vectors.npy (+ vectors.npy.ids.jsonl) or vectors.parquet")
     em.add_argument("--batch-size", type=int_in(1), default=32)
     em.add_argument("--normalize", action="store_true", help="unit-length vectors (dot product = cosine)")
     em.add_argument("--prompt-name", help="a named prompt of the model, put before each text: query or document "
