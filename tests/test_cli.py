@@ -152,7 +152,7 @@ def test_the_cli_reference_is_the_parser_s_own_help():
 
 def test_the_command_line_names_the_flags_where_the_library_names_settings(tiny_models, nli_dir, tmp_path, capsys):
     from cftune.cli import in_flags
-    from cftune.errors import ConfigError, OutputPathError
+    from cftune.errors import ConfigError
 
     parser = build_parser()
     said = ConfigError("runs/x holds checkpoints; add `resume` to continue, or choose another `out`")

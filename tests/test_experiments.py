@@ -237,3 +237,21 @@ def test_ablate_scores_search_at_every_point_when_given_a_search_set(tiny_models
     assert "| search nDCG@10 | train min |" in table.splitlines()[next(
         i for i, line in enumerate(table.splitlines()) if line.startswith("| learning_rate"))]
     assert f"| {rows[0]['retrieval']['nDCG@10']:.2f} |" in table
+
+
+def test_ablate_levels_with_a_dot_are_each_scored_once(tiny_models, data_dir, tmp_path, monkeypatch):
+    """A level's result file keeps the dot ("hardness=0.5.json" beside "hardness=0.json"): the 0.5 point is
+    scored, not taken for the 0 point's, and a re-run finds both done (issue 23's ablate bug)."""
+    out = tmp_path / "ablation"
+    argv = ["ablate", "--model", str(tiny_models["qwen2"]), "--grid", "hardness=0,0.5", "--steps", "2",
+            "--data-dir", data_dir, "--tasks", TASKS, "--set", "batch_size=8", "--set", "precision=float32",
+            "--set", "learning_rate=1e-2", "--out", str(out)]
+    assert main(argv) == 0
+    results = json.loads((out / "ablation.json").read_text())["results"]
+    assert [row["point"] for row in results] == [{"hardness": "0"}, {"hardness": "0.5"}]
+    assert sorted(p.name for p in (out / "points").glob("hardness=*.json")) == ["hardness=0.5.json",
+                                                                                 "hardness=0.json"]
+    assert results[0]["average"] != pytest.approx(results[1]["average"], abs=1e-6)  # two models, two scores
+    forbid(monkeypatch, "cftune.training.train", "cftune.experiments.evaluate_sts")
+    assert main(argv) == 0  # both points found done
+    assert json.loads((out / "ablation.json").read_text())["results"] == results
