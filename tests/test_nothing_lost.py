@@ -436,6 +436,9 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_the_run_resumes(tiny_mo
     train(tiny_config(tiny_models, nli_dir), run, resume=True)  # the half-written checkpoint-8 is skipped
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["steps"] == 12 and summary["resumed_from"].endswith("checkpoint-4")
+    # the speed is of this invocation's 8 steps (train_seconds is rounded to 0.1 s)
+    batch = load_config(overrides=QUICK).batch_size
+    assert summary["rows_per_second"] == pytest.approx(8 * batch / summary["train_seconds"], rel=0.1)
 
 
 def test_text_settings_keep_their_spaces_from_set_yaml_and_flags(tmp_path, tiny_models, nli_dir, monkeypatch):

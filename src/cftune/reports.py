@@ -316,6 +316,7 @@ def reproduce_markdown(report: dict) -> str:
                   f"{config['lora']['target_modules']}, temperature {config['temperature']}, "
                   f"hard negatives {'on' if config['hard_negatives'] else 'off'}, prompt `{config['prompt']}`",
                   f"- training took {train['train_seconds'] / 60:.1f} min on {train['machine']}"
+                  + (f", {train['rows_per_second']:.1f} rows/s" if "rows_per_second" in train else "")
                   + (" (the part after the last resume)" if train.get("resumed_from") else ""),
                   f"- best STS-B dev Spearman x100: {_number(train['best_dev_spearman_x100'])}",
                   f"- STS evaluation: {eval_seconds(entry['base'])} s (base), "
@@ -382,6 +383,7 @@ def model_card_section(config: dict, summary: dict, sts: StsResult | None = None
              ("data", describe_data(summary["data"], summary["rows"])),
              ("training", f"{summary['steps']} steps of {config['batch_size']} triplets, lr "
                           f"{config['learning_rate']}, {summary['train_seconds'] / 60:.1f} min on {summary['machine']}"
+                          + (f", {summary['rows_per_second']:.1f} rows/s" if "rows_per_second" in summary else "")
                           + (" (the part after the last resume)" if summary.get("resumed_from") else ""))]
     lines = [CARD_START, "## How cftune made this model", "",
              "Contrastive fine-tuning of a language model into a text embedder (Ukarapol, Lee, Xin 2024, "

@@ -318,6 +318,7 @@ def _train_in(out: Path, config: TrainConfig, resume: bool, sets: dict[str, Trip
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - started
+    steps_run = trainer.state.global_step - (int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint else 0)
     if trainer.is_world_process_zero():
         best = trainer.state.best_metric
         main = sets["data"]
@@ -330,7 +331,10 @@ def _train_in(out: Path, config: TrainConfig, resume: bool, sets: dict[str, Trip
                    # of this invocation only: a resumed run's earlier part is not counted
                    "train_seconds": round(seconds, 1), "resumed_from": str(checkpoint) if checkpoint else None,
                    "machine": machine(), "finetune": config.finetune, "trainable_parameters": trainable,
+                   "rows_per_second": round(steps_run * config.batch_size * args.world_size / seconds, 2),
                    "peak_rss_gib": round(peak_rss_gib(), 2), **mntp,
+                   **({"peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
+                      if model.device.type == "cuda" else {}),
                    **({"teacher": config.teacher, "teacher_seconds": round(teacher_seconds, 1),
                        "projection": projection} if config.teacher else {})}
         save_run(model, config, run, {name: triplets.source for name, triplets in sets.items()}, summary)
