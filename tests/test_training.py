@@ -51,38 +51,6 @@ def test_loss_is_infonce_with_in_batch_and_hard_negatives(tiny_models, nli_dir, 
     assert float(loss) == pytest.approx(float(expected), rel=1e-5)
 
 
-def test_length_buckets_give_the_same_loss_and_gradients_from_fewer_positions(tiny_models, nli_dir):
-    """Each column in 4 forward passes over rows of similar length, each cut to its own longest row: the loss
-    and every LoRA gradient of one padded pass, from fewer computed positions (padding is real arithmetic)."""
-    from cftune.design import lm_body
-
-    columns = [[(f"{a} " * (1 + 3 * (i % 5))).strip() for i, a in enumerate(column)]  # lengths 1 to 13 words
-               for column in (list(c) for c in zip(*TRIPLETS[:16], strict=True))]
-    results = {}
-    for buckets in (1, 4):
-        config = tiny_config(tiny_models, nli_dir, length_buckets=buckets)
-        torch.manual_seed(0)
-        model = load_embedder(config.model)
-        add_lora(model, config)
-        for name, weight in model.named_parameters():  # LoRA's B starts at zero: give every adapter a gradient
-            if "lora_B" in name:
-                torch.nn.init.normal_(weight, std=0.1, generator=torch.Generator().manual_seed(len(name)))
-        positions: list[int] = []
-        lm_body(model).get_input_embeddings().register_forward_hook(  # every pass embeds its token ids first
-            lambda _, args, out, seen=positions: seen.append(args[0].numel()))
-        loss = build_loss(model, config)([features(model, texts) for texts in columns], torch.zeros(16))
-        loss.backward()
-        grads = {n: w.grad.clone() for n, w in model.named_parameters() if w.grad is not None}
-        results[buckets] = float(loss.detach()), grads, positions
-    (one_loss, one_grads, one_pass), (loss, grads, passes) = results[1], results[4]
-    assert len(passes) == 3 * 4 and len(one_pass) <= 3  # candidates may share one pass (sentence-transformers)
-    assert sum(passes) < 0.75 * sum(one_pass)
-    assert loss == pytest.approx(one_loss, rel=1e-5)
-    assert grads.keys() == one_grads.keys() and len(grads) > 0
-    for name, grad in grads.items():
-        torch.testing.assert_close(grad, one_grads[name], rtol=1e-4, atol=1e-6, msg=name)
-
-
 @pytest.mark.parametrize("gradient_cache", [False, True])
 def test_matryoshka_loss_adds_infonce_at_each_leading_dimension(tiny_models, nli_dir, gradient_cache):
     config = tiny_config(tiny_models, nli_dir, gradient_cache=gradient_cache, mini_batch_size=2,

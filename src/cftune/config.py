@@ -107,9 +107,6 @@ class TrainConfig:
     max_length: int = 150
     precision: str = "auto"  # auto | float32 | bfloat16 (autocast)
     gradient_checkpointing: bool = False
-    # each column embedded in this many forward passes over rows of similar length, each cut to its own longest
-    # row: the same loss with less padding (cftune.losses). None: auto (4 on a CPU, 1 on a GPU); 1: off
-    length_buckets: int | None = None
     lora: LoraSettings = field(default_factory=LoraSettings)
     # bookkeeping
     eval_steps: int = 100  # STS-B dev Spearman every N steps; the best checkpoint is kept (0: no dev, keep last)
@@ -306,7 +303,6 @@ CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("warmup_steps", lambda v: v is None or v >= 0, "none or >= 0"),
     ("weight_decay", _finite(lambda v: v >= 0), ">= 0"),
     ("max_length", lambda v: v >= 1, ">= 1"),
-    ("length_buckets", lambda v: v is None or v >= 1, "none (auto) or >= 1"),
     ("precision", lambda v: v in PRECISIONS, _one_of(PRECISIONS)),
     ("matryoshka_dims", lambda v: all(d >= 1 for d in v) and len(set(v)) == len(v), "distinct sizes >= 1"),
     ("lora.r", lambda v: v >= 1, ">= 1"),

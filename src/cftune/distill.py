@@ -283,10 +283,9 @@ class DistillationLoss(torch.nn.Module):
         return [block[:, i] for i in range(rows.shape[1])]
 
     def forward(self, sentence_features, labels: torch.Tensor) -> torch.Tensor:
-        from cftune.losses import embed_columns, resolve_buckets
+        from sentence_transformers.base.losses.merged_forward import embed_columns
 
-        buckets = resolve_buckets(self.config.length_buckets, self.model.device)
-        return self.compute_loss_from_embeddings(embed_columns(self.model, sentence_features, buckets), labels)
+        return self.compute_loss_from_embeddings(embed_columns(self.model, sentence_features), labels)
 
     def compute_loss_from_embeddings(self, embeddings: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
         teacher = self.teacher_vectors(labels)

@@ -66,8 +66,7 @@ DEV_METRIC = f"eval_{DEV_NAME}_spearman_cosine"
 
 
 def build_loss(model, config: TrainConfig, world_size: int = 1, distillation=None):
-    """InfoNCE with temperature T is cross-entropy over cosine / T: MNRL with scale = 1 / T (its columns embedded
-    in length buckets on a CPU: ``cftune.losses``).
+    """InfoNCE with temperature T is cross-entropy over cosine / T: MNRL with scale = 1 / T.
 
     Hard negatives are the dataset's third column (drop it to switch them off); penalising hard negatives
     is MNRL's hardness weighting; gradient caching is its cached variant; with several processes the
@@ -79,9 +78,8 @@ def build_loss(model, config: TrainConfig, world_size: int = 1, distillation=Non
         CachedMultipleNegativesRankingLoss,
         CoSENTLoss,
         MatryoshkaLoss,
+        MultipleNegativesRankingLoss,
     )
-
-    from cftune.losses import BucketedMultipleNegativesRankingLoss, resolve_buckets
 
     if scored_pairs(config):  # CoSENT (Su 2022) or AnglE (Li & Li 2023, arXiv 2309.12871) on scored pairs
         scored = CoSENTLoss(model) if config.loss == "cosent" else AnglELoss(model)
@@ -95,8 +93,7 @@ def build_loss(model, config: TrainConfig, world_size: int = 1, distillation=Non
     if config.gradient_cache:
         loss = CachedMultipleNegativesRankingLoss(model, mini_batch_size=config.mini_batch_size, **kwargs)
     else:
-        loss = BucketedMultipleNegativesRankingLoss(
-            model, length_buckets=resolve_buckets(config.length_buckets, model.device), **kwargs)
+        loss = MultipleNegativesRankingLoss(model, **kwargs)
     if distillation is not None:  # a teacher: its loss beside InfoNCE (cftune.distill)
         from cftune.distill import DistillationLoss
 
