@@ -386,3 +386,18 @@ def test_every_shipped_recipe_loads_and_every_experiment_names_shipped_recipes(n
     assert config.model and (config.max_steps or config.epochs)
     named = {recipe for experiment in EXPERIMENTS.values() for recipe in experiment.recipes.values()}
     assert named <= set(recipe_names())
+
+
+def test_an_encoder_trains_with_its_own_pooling_by_default(tiny_models, nli_dir, tmp_path):
+    """pooling auto: an encoder (a saved sentence-transformers model with mean pooling) trains as it is, as a
+    student does; asking it for another pooling is still an error."""
+    from cftune.design import pooling_of
+
+    run = train(tiny_config(tiny_models, nli_dir, model=str(tiny_models["bert"]), max_steps=2, eval_steps=0,
+                            save_steps=2, **{"lora.target_modules": "all-linear"}), tmp_path / "run")
+    assert pooling_of(load_embedder(str(run))) == pooling_of(load_embedder(str(tiny_models["bert"])))
+    assert json.loads((run / "train_summary.json").read_text())["design"].startswith(
+        f"{pooling_of(load_embedder(str(tiny_models['bert'])))} pooling")
+    with pytest.raises(Exception, match="cannot be loaded with pooling=lasttoken"):
+        train(tiny_config(tiny_models, nli_dir, model=str(tiny_models["bert"]), pooling="lasttoken", max_steps=2,
+                          eval_steps=0, save_steps=2), tmp_path / "other")

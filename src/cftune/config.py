@@ -48,12 +48,16 @@ class TrainConfig:
     query_prompt: str = ""
     document_prompt: str = ""
     # the embedder's design (see cftune.models): the paper's choice is the default of each
-    pooling: str = "lasttoken"  # lasttoken (EOS state) | mean | weightedmean (SGPT position weights)
+    # auto: lasttoken (the EOS state, the paper's) for a decoder LM, a saved embedder's own (an encoder's mean) |
+    # lasttoken | mean | weightedmean (SGPT position weights)
+    pooling: str = "auto"
     # false: the prompt's tokens (the template's text before {text}, and a query/document prompt) are left
     # out of a mean, as INSTRUCTOR and LLM2Vec do with their instructions; mean/weightedmean pooling and a
     # template with nothing after {text} only (sentence-transformers' Pooling include_prompt)
     include_prompt: bool = True
-    attention: str = "causal"  # causal | bidirectional (Gemma 3, as EmbeddingGemma)
+    # auto: causal for a decoder LM (the paper's), a saved embedder's own (an encoder's bidirectional) | causal |
+    # bidirectional (Gemma 3, as EmbeddingGemma)
+    attention: str = "auto"
     layers: int = 0  # run only the first N transformer layers and pool the last of them (0: all)
     pooled_layers: int = 1  # pool a weighted mean of the last N layers' states (1: the last layer only)
     finetune: str = "lora"  # lora (settings below) | full (the transformer body; token embeddings frozen)
@@ -122,8 +126,15 @@ class TrainConfig:
         """The embedder's design these settings train (a ``cftune.design.EmbedderDesign``)."""
         from cftune.design import EmbedderDesign
 
-        return EmbedderDesign(prompt=self.prompt, pooling=self.pooling, attention=self.attention, layers=self.layers,
-                              pooled_layers=self.pooled_layers, include_prompt=self.include_prompt)
+        return EmbedderDesign(**design_settings(self))
+
+
+def design_settings(config: TrainConfig) -> dict[str, Any]:
+    """The embedder design's settings of a config, as EmbedderDesign takes them (pooling and attention auto:
+    None, the paper's choice for a decoder LM and a saved embedder's own)."""
+    return {"prompt": config.prompt, "pooling": None if config.pooling == "auto" else config.pooling,
+            "attention": None if config.attention == "auto" else config.attention, "layers": config.layers,
+            "pooled_layers": config.pooled_layers, "include_prompt": config.include_prompt}
 
 
 def _coerce(value: str | object, kind, key: str):
@@ -333,8 +344,7 @@ def validate(config: TrainConfig, origins: dict[str, str] | None = None) -> Trai
         where = f"{origins[name]}: " if name in origins else ""
         raise ConfigError(f"{where}{name}: {problem}")
 
-    if bad := design_problem({name: getattr(config, name) for name, _, _ in DESIGN_CHECKS}
-                             | {"include_prompt": config.include_prompt}):
+    if bad := design_problem(design_settings(config)):
         fail(*bad)
     for name, check, must in CHECKS:
         value = _value(config, name)

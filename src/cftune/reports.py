@@ -365,8 +365,10 @@ def model_card_section(config: dict, summary: dict, sts: StsResult | None = None
     from cftune.design import EmbedderDesign  # only once a model was trained: torch is loaded already
 
     lora = config["lora"]
-    design = EmbedderDesign(**{name: config.get(name) for name in (
-        "prompt", "pooling", "attention", "layers", "pooled_layers", "include_prompt")}).describe()
+    given = {name: config.get(name) for name in ("prompt", "pooling", "attention", "layers", "pooled_layers",
+                                                 "include_prompt")}
+    design = summary.get("design") or EmbedderDesign(**given | {
+        name: None for name in ("pooling", "attention") if given[name] == "auto"}).describe()
     loss = (f"InfoNCE (sentence-transformers' MultipleNegativesRankingLoss), temperature {config['temperature']}, "
             f"hard negatives {'on' if config['hard_negatives'] else 'off'}"
             + (f", Matryoshka at {', '.join(map(str, config['matryoshka_dims']))}"

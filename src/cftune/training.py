@@ -33,7 +33,7 @@ from cftune.config import (
     warmup_steps,
 )
 from cftune.data import Triplets, existing_data_dir, load_sts_dev, load_training_data
-from cftune.design import lm_body
+from cftune.design import EmbedderDesign, lm_body
 from cftune.encoding import resolve_precision
 from cftune.io import (
     FolderLock,
@@ -330,7 +330,8 @@ def _train_in(out: Path, config: TrainConfig, resume: bool, sets: dict[str, Trip
                        "similarity_rows": len(sets["similarity_data"])} if "similarity_data" in sets else {}),
                    # of this invocation only: a resumed run's earlier part is not counted
                    "train_seconds": round(seconds, 1), "resumed_from": str(checkpoint) if checkpoint else None,
-                   "machine": machine(), "finetune": config.finetune, "trainable_parameters": trainable,
+                   "machine": machine(), "design": EmbedderDesign.of(model).describe(),
+                   "finetune": config.finetune, "trainable_parameters": trainable,
                    "rows_per_second": round(steps_run * config.batch_size * args.world_size / seconds, 2),
                    "peak_rss_gib": round(peak_rss_gib(), 2), **mntp,
                    **({"peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
