@@ -126,15 +126,18 @@ class TrainConfig:
         """The embedder's design these settings train (a ``cftune.design.EmbedderDesign``)."""
         from cftune.design import EmbedderDesign
 
-        return EmbedderDesign(**design_settings(self))
+        return EmbedderDesign(**design_settings(vars(self)))
 
 
-def design_settings(config: TrainConfig) -> dict[str, Any]:
-    """The embedder design's settings of a config, as EmbedderDesign takes them (pooling and attention auto:
-    None, the paper's choice for a decoder LM and a saved embedder's own)."""
-    return {"prompt": config.prompt, "pooling": None if config.pooling == "auto" else config.pooling,
-            "attention": None if config.attention == "auto" else config.attention, "layers": config.layers,
-            "pooled_layers": config.pooled_layers, "include_prompt": config.include_prompt}
+DESIGN_SETTINGS = ("prompt", "pooling", "attention", "layers", "pooled_layers", "include_prompt")
+
+
+def design_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The embedder design's settings among a config's (a TrainConfig's fields, or a saved config.yaml), as
+    EmbedderDesign takes them: pooling and attention auto are None, the paper's choice for a decoder LM and a
+    saved embedder's own."""
+    return {name: None if name in ("pooling", "attention") and settings.get(name) == "auto" else settings.get(name)
+            for name in DESIGN_SETTINGS}
 
 
 def _coerce(value: str | object, kind, key: str):
@@ -344,7 +347,7 @@ def validate(config: TrainConfig, origins: dict[str, str] | None = None) -> Trai
         where = f"{origins[name]}: " if name in origins else ""
         raise ConfigError(f"{where}{name}: {problem}")
 
-    if bad := design_problem(design_settings(config)):
+    if bad := design_problem(design_settings(vars(config))):
         fail(*bad)
     for name, check, must in CHECKS:
         value = _value(config, name)

@@ -362,13 +362,11 @@ CARD_START, CARD_END = "<!-- cftune:start -->", "<!-- cftune:end -->"
 
 def model_card_section(config: dict, summary: dict, sts: StsResult | None = None) -> str:
     """What a saved model's README says about how cftune made it (and how it scored, once it was scored)."""
+    from cftune.config import design_settings
     from cftune.design import EmbedderDesign  # only once a model was trained: torch is loaded already
 
     lora = config["lora"]
-    given = {name: config.get(name) for name in ("prompt", "pooling", "attention", "layers", "pooled_layers",
-                                                 "include_prompt")}
-    design = summary.get("design") or EmbedderDesign(**given | {
-        name: None for name in ("pooling", "attention") if given[name] == "auto"}).describe()
+    design = summary.get("design") or EmbedderDesign(**design_settings(config)).describe()
     loss = (f"InfoNCE (sentence-transformers' MultipleNegativesRankingLoss), temperature {config['temperature']}, "
             f"hard negatives {'on' if config['hard_negatives'] else 'off'}"
             + (f", Matryoshka at {', '.join(map(str, config['matryoshka_dims']))}"
