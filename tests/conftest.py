@@ -174,3 +174,21 @@ def write_retrieval_set(folder, qrels: dict[str, str], layout: str = "beir"):
     else:
         write_jsonl(folder / "qrels.jsonl", [{"query-id": q, "corpus-id": d, "score": 1} for q, d in qrels.items()])
     return folder
+
+
+@pytest.fixture(scope="session")
+def teacher_folder(tiny_models, tmp_path_factory):
+    """A sentence-transformers teacher of another size than the tiny students (24 numbers, theirs are 32), with
+    a named prompt, as EmbeddingGemma has."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Dense, Transformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
+
+    torch.manual_seed(1)
+    body = Transformer(str(tiny_models["bert"]))
+    modules = [body, Pooling(32, pooling_mode="mean"), Dense(32, 24, activation_function=torch.nn.Identity()),
+               Normalize()]
+    teacher = SentenceTransformer(modules=modules, prompts={"STS": "similar: "})
+    folder = tmp_path_factory.mktemp("teacher")
+    teacher.save(str(folder))
+    return folder

@@ -24,23 +24,6 @@ from cftune.training import train
 from conftest import CORPUS, TRIPLETS
 
 
-@pytest.fixture(scope="module")
-def teacher_folder(tiny_models, tmp_path_factory):
-    """A sentence-transformers teacher of another size than the tiny students (24 numbers, theirs are 32), with
-    a named prompt, as EmbeddingGemma has."""
-    from sentence_transformers.base.modules import Dense, Transformer
-    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
-
-    torch.manual_seed(1)
-    body = Transformer(str(tiny_models["bert"]))
-    modules = [body, Pooling(32, pooling_mode="mean"), Dense(32, 24, activation_function=torch.nn.Identity()),
-               Normalize()]
-    teacher = SentenceTransformer(modules=modules, prompts={"STS": "similar: "})
-    folder = tmp_path_factory.mktemp("teacher")
-    teacher.save(str(folder))
-    return folder
-
-
 class CountingTeacher:
     """Loads the teacher and records every text it is asked to embed."""
 
@@ -285,3 +268,32 @@ def test_a_student_learns_from_a_teacher_on_plain_unlabelled_text(tiny_models, n
     assert main([*argv[:-2], "--set", "contrastive_weight=1", "--out", str(tmp_path / "other")]) == 2
     assert "unknown training data format; expected .csv, .jsonl, .parquet (a .txt of plain texts trains only " \
            "from a teacher, with contrastive_weight 0)" in capsys.readouterr().err
+
+
+def test_eval_scores_a_teacher_with_its_named_prompt(teacher_folder, sts_dir, tmp_path, capsys):
+    """`eval --prompt-name STS` puts the teacher's prompt before every sentence: its scores are those of vectors
+    encoded with that prompt, not without it; a name the model lacks is a one-line error."""
+    from scipy.stats import spearmanr
+
+    from cftune.data import read_sts_jsonl
+
+    pairs = read_sts_jsonl(sts_dir / "sts" / "STS12.jsonl")
+    model = load_embedder(str(teacher_folder))
+
+    def score(prompt_name):
+        a, b = (torch.nn.functional.normalize(encode(model, list(side), precision="float32",
+                                                     prompt_name=prompt_name), dim=-1)
+                for side in (pairs.sentence1, pairs.sentence2))
+        return 100 * spearmanr((a * b).sum(-1).numpy(), pairs.scores).statistic
+
+    out = tmp_path / "teacher"
+    argv = ["eval", "--model", str(teacher_folder), "--tasks", "STS12", "--data-dir", str(sts_dir),
+            "--precision", "float32", "--out", str(out)]
+    assert main([*argv, "--prompt-name", "STS"]) == 0
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert result["scores"]["STS12"] == pytest.approx(score("STS"), abs=1e-6)
+    assert result["scores"]["STS12"] != pytest.approx(score(None), abs=1e-3)  # the prompt changed the vectors
+    assert result["prompt"] == "similar: "
+    capsys.readouterr()
+    assert main([*argv[:-2], "--prompt-name", "passage"]) == 2
+    assert "prompt name 'passage': this model has " in capsys.readouterr().err

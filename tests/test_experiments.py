@@ -76,7 +76,7 @@ def test_reproduce_writes_the_report_and_resumes_after_a_crash(tiny_models, data
     assert base["prompt"] == tuned["prompt"] == 'This sentence : "{text}" means in one word:"'
     assert tuned["average"] != pytest.approx(base["average"], abs=1e-6)  # training changed the model
 
-    rows = md_rows(report.read_text())
+    rows = md_rows(report.read_text().split("\n## ")[0])  # the scores table
     assert rows[(model, "base")][-1] == f"**{base['average']:.2f}**"
     assert rows[(model, "fine-tuned")][-1] == f"**{tuned['average']:.2f}**"
     gain = tuned["average"] - base["average"]
@@ -209,7 +209,7 @@ def test_reproduce_scores_search_before_and_after_when_given_a_search_set(tiny_m
     tuned = json.loads((out / "llama" / "tuned.retrieval.json").read_text())
     base = json.loads((out / "llama" / "base.retrieval.json").read_text())
     assert (tuned["queries"], tuned["documents"]) == (6, 7)
-    rows = md_rows((out / "report.md").read_text())
+    rows = md_rows((out / "report.md").read_text().split("## Search on")[1].split("\n## ")[0])
     assert rows[(model, "fine-tuned")][-3:] == [f"{v:.2f}" for v in tuned["scores"].values()]
     assert rows[(model, "base")][-3:] == [f"{v:.2f}" for v in base["scores"].values()]
     assert json.loads((out / "report.json").read_text())["models"][model]["retrieval"]["tuned"] == tuned
@@ -255,3 +255,39 @@ def test_ablate_levels_with_a_dot_are_each_scored_once(tiny_models, data_dir, tm
     forbid(monkeypatch, "cftune.training.train", "cftune.experiments.evaluate_sts")
     assert main(argv) == 0  # both points found done
     assert json.loads((out / "ablation.json").read_text())["results"] == results
+
+
+def test_distill_experiment_puts_the_student_beside_its_teacher_and_the_run_without_it(tiny_models, teacher_folder,
+                                                                                     data_dir, tmp_path, monkeypatch):
+    """reproduce --experiment distill: the teacher scored with its prompt, the student as downloaded, trained by
+    the paper's method (the recipe without its teacher) and distilled; the recipe's teacher alias is found
+    offline in the cache's models/ folder; sizes and speeds in a second table."""
+    monkeypatch.setenv("CFTUNE_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache" / "models").mkdir(parents=True)
+    (tmp_path / "cache" / "models" / "embeddinggemma-300m").symlink_to(teacher_folder)
+    student, out = str(tiny_models["bert"]), tmp_path / "report"
+    settings = ["max_steps=6", "warmup_steps=1", "batch_size=8", "save_steps=6", "logging_steps=1",
+                "learning_rate=1e-3", "precision=float32"]
+    report = reproduce(out, experiment="distill", models=[student], data_dir=data_dir, tasks=TASKS,
+                       settings=settings)
+
+    data = json.loads((out / "report.json").read_text())
+    teacher, entry = data["teachers"]["embeddinggemma-300m"], data["models"][student]
+    reference = entry["reference"]
+    assert teacher["prompt"] == "similar: " and teacher["dimension"] == 24
+    assert reference["label"] == "paper method (no teacher)" and "teacher" not in reference["train"]
+    assert entry["train"]["teacher"] == "embeddinggemma-300m" and entry["train"]["projection"] is True
+    assert entry["base"]["dimension"] == reference["result"]["dimension"] == 32 and entry["tuned"]["dimension"] == 24
+    assert len({round(r["average"], 6) for r in (entry["base"], reference["result"], entry["tuned"])}) == 3
+
+    text = report.read_text()
+    scores = md_rows(text.split("\n## ")[0])
+    assert scores[("embeddinggemma-300m", "teacher")][-1] == f"**{teacher['average']:.2f}**"
+    for label, result in [("base", entry["base"]), ("paper method (no teacher)", reference["result"]),
+                          ("distilled", entry["tuned"])]:
+        assert scores[(student, label)][-1] == f"**{result['average']:.2f}**"
+    sizes = md_rows(text.split("## Vector size and speed")[1].split("\n## ")[0])
+    assert sizes[(student, "distilled")][0] == "24" and sizes[(student, "base")][0] == "32"
+    assert sizes[(student, "distilled")][2] == f"{entry['train']['train_seconds'] / 60:.1f}"
+    assert float(sizes[(student, "distilled")][3]) == entry["train"]["teacher_seconds"]
+    assert "- teacher embeddinggemma-300m (prompt STS): 1 x InfoNCE + 1 x cosine distillation" in text

@@ -61,7 +61,8 @@ ALIASES: dict[str, Alias] = {
     "minicpm-2b": Alias("MiniCPM-2B (paper)", hub_id="openbmb/MiniCPM-2B-dpo-bf16", trust_remote_code=True),
     "phi-2": Alias("Phi-2 (paper)", hub_id="microsoft/phi-2"),
     "gemma-2b": Alias("Gemma-2B-it (paper)", hub_id="google/gemma-2b-it"),
-    # distillation teachers (offline: ../shared/tools/get-teacher NAME DIR assembles them; pass DIR instead)
+    # distillation teachers; offline, `../shared/tools/get-teacher NAME DIR` assembles one: pass DIR, or make DIR
+    # $CFTUNE_CACHE/models/NAME and the alias finds it there (sources.local_copy)
     "embeddinggemma-300m": Alias("EmbeddingGemma 300M (teacher; Gemma terms)", hub_id="google/embeddinggemma-300m"),
     "all-mpnet-base-v2": Alias("all-mpnet-base-v2 (teacher)", hub_id="sentence-transformers/all-mpnet-base-v2"),
 }

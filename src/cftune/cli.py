@@ -35,11 +35,14 @@ def add_eval_command(commands) -> None:
     ev.add_argument("--batch-size", type=int_in(1), default=32, help="texts per encode batch (default: 32)")
     ev.add_argument("--dim", help="score the vectors cut to their first N numbers (Matryoshka models); a comma "
                                   "list scores each length from one encoding pass, e.g. 640,256,128,64")
+    ev.add_argument("--prompt-name", help="a named prompt of the model put before every text, e.g. STS for "
+                                          "EmbeddingGemma (sentence-transformers' prompts)")
     ev.set_defaults(run=_eval)
 
 
 def _eval(args: argparse.Namespace) -> None:
     from cftune.data import check_sts_inputs, load_retrieval_set
+    from cftune.encoding import use_prompt_name
     from cftune.io import check_output_file
     from cftune.reports import mteb_result_file, report_file
 
@@ -62,6 +65,7 @@ def _eval(args: argparse.Namespace) -> None:
             check_output_file(report_file(args.out, suffix))
     check_model_arguments(args)
     model = load_model(args)
+    use_prompt_name(model, args.prompt_name)
     if args.max_length:
         model.max_seq_length = args.max_length
     if sts:

@@ -466,6 +466,10 @@ class Experiment:
     recipes: dict[str, str]  # model -> recipe; a model outside it trains with the first recipe
     tasks: str = "all"
     title: str = ""  # shown at the top of the report
+    # settings that turn each recipe into its reference row, trained and scored beside it (e.g. the same
+    # recipe without its teacher: the paper's method), under this label; none: no reference row
+    reference: dict[str, Any] = dataclasses.field(default_factory=dict)
+    reference_label: str = ""
 
 
 EXPERIMENTS: dict[str, Experiment] = {
@@ -473,6 +477,10 @@ EXPERIMENTS: dict[str, Experiment] = {
                             title="the quick version: a short training, 3 of the 9 STS tasks"),
     "cpu-small": Experiment({"gemma3-270m": "cpu-gemma3-270m"}),
     "paper": Experiment({"minicpm-2b": "paper-minicpm-2b", "gemma-2b": "paper-gemma-2b", "phi-2": "paper-phi-2"}),
+    "distill": Experiment({"minilm-l6": "cpu-minilm-l6-distill"},
+                          title="a student of EmbeddingGemma-300m, beside the same training without the teacher",
+                          reference={"teacher": None, "data": "nli", "contrastive_weight": 1.0},
+                          reference_label="paper method (no teacher)"),
 }
 
 

@@ -58,6 +58,20 @@ def set_output_dimension(model: SentenceTransformer, dimension: int | None) -> N
     model.truncate_dim = dimension
 
 
+def check_prompt_name(model: SentenceTransformer, prompt_name: str | None) -> None:
+    if prompt_name is not None and prompt_name not in model.prompts:
+        raise ConfigError(f"prompt name {prompt_name!r}: this model has "
+                          + (f"{', '.join(model.prompts)}" if model.prompts else "no named prompts"))
+
+
+def use_prompt_name(model: SentenceTransformer, prompt_name: str | None) -> None:
+    """Put the model's named prompt ``prompt_name`` (e.g. EmbeddingGemma's ``STS``) before every text it
+    encodes from now on (sentence-transformers' default prompt); None leaves the model as it is."""
+    check_prompt_name(model, prompt_name)
+    if prompt_name is not None:
+        model.default_prompt_name = prompt_name
+
+
 def encode(
     model: SentenceTransformer,
     texts: list[str],
@@ -70,9 +84,7 @@ def encode(
     """Batched, length-sorted encoding (sentence-transformers sorts longest-first) as a float32 tensor.
 
     ``prompt_name``: one of the model's named prompts (``query``, ``document``), put before each text."""
-    if prompt_name is not None and prompt_name not in model.prompts:
-        raise ConfigError(f"prompt name {prompt_name!r}: this model has "
-                          + (f"{', '.join(model.prompts)}" if model.prompts else "no named prompts"))
+    check_prompt_name(model, prompt_name)
     with autocast(effective_precision(model, precision), model.device):
         vectors = model.encode(texts, batch_size=batch_size, convert_to_tensor=True,
                                show_progress_bar=show_progress_bar, prompt_name=prompt_name)

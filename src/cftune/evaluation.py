@@ -122,7 +122,7 @@ def evaluate_sts_dimensions(
             pairs={p.task: len(p) for p in task_pairs},
             sources={p.task: p.source for p in task_pairs},
             precision=precision,
-            prompt=prompt_of(model),
+            prompt=prompt_of(model) or model.prompts.get(model.default_prompt_name or ""),  # template or named
             sentences_encoded=len(sentences),
             encode_seconds=round(seconds, 2),
             dimension=vectors.shape[1],

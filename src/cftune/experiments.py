@@ -6,7 +6,10 @@ missing. Layout of an output folder:
 
     OUT/<model>/base.json, base.md       STS of the untrained model (with the recipe's prompt)
     OUT/<model>/tuned.json, tuned.md     STS of the fine-tuned model
+    OUT/<model>/reference.json, .md      STS of the experiment's reference run (distill: without the teacher)
+    OUT/teacher/<teacher>.json, .md      STS of the teacher, with its prompt (experiments with a teacher)
     OUT/runs/<model>/                    the training run (model, checkpoints, log); not for git
+    OUT/runs/<model>-reference/          the reference run
     OUT/report.md, report.json, *.png    the report, rebuilt from the stage results on every run
 """
 
@@ -19,6 +22,7 @@ import json
 import logging
 import re
 import time
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +33,10 @@ from cftune.config import (
     config_to_dict,
     find_experiment,
     load_config,
+    validate,
 )
 from cftune.data import load_retrieval_set, parse_tasks
+from cftune.encoding import use_prompt_name
 from cftune.evaluation import StsResult, evaluate_retrieval, evaluate_sts
 from cftune.io import FolderLock, machine, write_atomic
 from cftune.models import load_embedder, prepare_for_inference
@@ -105,6 +111,13 @@ def trained_embedder(run: Path):
     return prepare_for_inference(load_embedder(str(run)), precision="auto")
 
 
+def teacher_embedder(config: TrainConfig):
+    """A run's teacher as it embeds for the run: with its named prompt (``teacher_prompt``)."""
+    model = prepare_for_inference(load_embedder(typing.cast(str, config.teacher)), precision="auto")
+    use_prompt_name(model, config.teacher_prompt)
+    return model
+
+
 def train_stage(config: TrainConfig, run: Path, label: str = "") -> Stage:
     from cftune.training import train
 
@@ -147,6 +160,22 @@ def reproduce_configs(experiment: str, models: list[str] | None, data_dir: str |
     return {m: load_config(recipes.get(m, fallback), [*data, *(settings or []), f"model={m}"]) for m in models}
 
 
+def reference_configs(experiment: str, configs: dict[str, TrainConfig]) -> dict[str, TrainConfig]:
+    """Each model's reference run: its recipe with the experiment's ``reference`` settings (none: no reference)."""
+    reference = find_experiment(experiment).reference
+    return {model: validate(dataclasses.replace(config, **reference)) for model, config in configs.items()} \
+        if reference else {}
+
+
+def teacher_stages(configs: dict[str, TrainConfig], out: Path, tasks, command: str) -> list[Stage]:
+    """STS of each teacher the runs learn from, with its prompt: the score every student is read against."""
+    teachers = {config.teacher: config for config in configs.values() if config.teacher}
+    return [eval_stage(f"STS of the teacher {name}", lambda c=config: teacher_embedder(c),
+                       out / "teacher" / slug(name), tasks=tasks, data_dir=config.data_dir,
+                       meta={"model": f"{name} (teacher, prompt {config.teacher_prompt})", "command": command})
+            for name, config in teachers.items()]
+
+
 def reproduce(out: str | Path, *, experiment: str = "cpu-small", models: list[str] | None = None,
               data_dir: str | None = None, tasks: str | None = None, settings: list[str] | None = None,
               retrieval: str | None = None, command: str = "") -> Path:
@@ -161,13 +190,20 @@ def reproduce(out: str | Path, *, experiment: str = "cpu-small", models: list[st
     out = Path(out)
     check_report_target(out)  # before anything is read or written
     configs = reproduce_configs(experiment, models, data_dir, settings)
-    stages = []
+    references, label = reference_configs(experiment, configs), find_experiment(experiment).reference_label
+    stages = teacher_stages(configs, out, tasks, command)
     for model, config in configs.items():
         folder, run = out / slug(model), out / "runs" / slug(model)
+        stages.append(eval_stage(f"STS of base {model}", lambda c=config: base_embedder(c),
+                                 folder / "base", tasks=tasks, data_dir=config.data_dir,
+                                 meta={"model": f"{model} (base)", "command": command}))
+        if model in references:
+            reference_run = out / "runs" / f"{slug(model)}-reference"
+            stages += [train_stage(references[model], reference_run, f"{model}, {label}"),
+                       eval_stage(f"STS of {model}, {label}", lambda r=reference_run: trained_embedder(r),
+                                  folder / "reference", tasks=tasks, data_dir=config.data_dir,
+                                  meta={"model": f"{model} ({label})", "command": command}, card_of=reference_run)]
         stages += [
-            eval_stage(f"STS of base {model}", lambda c=config: base_embedder(c),
-                       folder / "base", tasks=tasks, data_dir=config.data_dir,
-                       meta={"model": f"{model} (base)", "command": command}),
             train_stage(config, run),
             eval_stage(f"STS of fine-tuned {model}", lambda r=run: trained_embedder(r), folder / "tuned",
                        tasks=tasks, data_dir=config.data_dir, meta={"model": f"{model} (fine-tuned)",
@@ -204,12 +240,18 @@ def write_reproduce_report(out: Path, configs: dict[str, TrainConfig], experimen
         plot_training_curve(RunFolder(run).log, curve)
         entries[model] = {"config": config_to_dict(config), "train": summary, "base": base.to_dict(),
                           "tuned": tuned.to_dict(), "plots": [bars.name, curve.name]}
+        if (folder / "reference.json").exists():  # the experiment's reference row (e.g. without the teacher)
+            entries[model]["reference"] = {"label": find_experiment(experiment).reference_label,
+                                           "train": RunFolder(out / "runs" / f"{slug(model)}-reference").read_summary(),
+                                           "result": read_result(folder / "reference.json").to_dict()}
         if (folder / "tuned.retrieval.json").exists():  # scored on a search set too (--retrieval)
             entries[model]["retrieval"] = {
                 stage: json.loads((folder / f"{stage}.retrieval.json").read_text(encoding="utf-8"))
                 for stage in ("base", "tuned")}
+    teachers = {config.teacher: read_result(out / "teacher" / f"{slug(config.teacher)}.json").to_dict()
+                for config in configs.values() if config.teacher}
     report = {"experiment": experiment, "title": find_experiment(experiment).title, "command": command,
-              "machine": machine(), "models": entries}
+              "machine": machine(), "teachers": teachers, "models": entries}
     write_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
     write_atomic(out / "report.md", reproduce_markdown(report))
     return out / "report.md"

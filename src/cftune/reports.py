@@ -270,6 +270,24 @@ def eval_seconds(result: dict) -> float | str:
     return meta.get("eval_seconds", meta.get("wall seconds", "?"))  # the key's older name, in older results
 
 
+def _score_cells(result: dict, tasks) -> list[str]:
+    return [f"{result['scores'][t]:.2f}" for t in tasks] + [f"**{result['average']:.2f}**"]
+
+
+def _speed(result: dict) -> str:
+    return f"{result['sentences_encoded'] / result['encode_seconds']:.0f}" if result.get("encode_seconds") else "?"
+
+
+def _stages(entry: dict) -> list[tuple[str, dict, dict | None]]:
+    """A model's rows of a reproduce report, (label, STS result, training summary): base, the experiment's
+    reference run if it has one, the trained model."""
+    trained = "distilled" if entry["config"].get("teacher") else "fine-tuned"
+    reference = entry.get("reference")
+    return [("base", entry["base"], None),
+            *([(reference["label"], reference["result"], reference["train"])] if reference else []),
+            (trained, entry["tuned"], entry["train"])]
+
+
 def reproduce_markdown(report: dict) -> str:
     tasks = next(iter(report["models"].values()))["base"]["scores"]
     title = f" ({report['title']})" if report.get("title") else ""
@@ -279,11 +297,12 @@ def reproduce_markdown(report: dict) -> str:
         lines += ["Command:", "", f"    {report['command']}", ""]
     lines += ["Spearman x100 of cosine similarity against the gold scores (test splits).", ""]
     lines += _task_header(list(tasks), ["model", ""])
+    for teacher, result in report.get("teachers", {}).items():
+        lines.append(_row([teacher, "teacher", *_score_cells(result, tasks)]))
     for model, entry in report["models"].items():
         base, tuned = entry["base"], entry["tuned"]
-        for label, result in [("base", base), ("fine-tuned", tuned)]:
-            cells = [f"{result['scores'][t]:.2f}" for t in tasks] + [f"**{result['average']:.2f}**"]
-            lines.append(_row([model, label, *cells]))
+        for label, result, _ in _stages(entry):
+            lines.append(_row([model, label, *_score_cells(result, tasks)]))
         gains = [tuned["scores"][t] - base["scores"][t] for t in tasks] + [tuned["average"] - base["average"]]
         lines.append(_row([model, "gain", *[f"{g:+.2f}" for g in gains]]))
         relative = [100 * g / abs(b) if b else float("nan")
@@ -307,14 +326,30 @@ def reproduce_markdown(report: dict) -> str:
         for model, stages in searched.items():
             for label, stage in (("base", "base"), ("fine-tuned", "tuned")):
                 lines.append(_row([model, label, *(f"{v:.2f}" for v in stages[stage]["scores"].values())]))
+    lines += ["", "## Vector size and speed", "",
+              "Encoding speed: the STS evaluation's distinct sentences per second of encoding, on the machine "
+              "that scored it. Training: this run's time (a resumed run: the part after the last resume).", "",
+              _row(["model", "", "dimension", "encode (sentences/s)", "training (min)", "teacher vectors (s)"]),
+              _row(["---", "---", "---:", "---:", "---:", "---:"])]
+    for teacher, result in report.get("teachers", {}).items():
+        lines.append(_row([teacher, "teacher", result.get("dimension") or "?", _speed(result), "", ""]))
+    for model, entry in report["models"].items():
+        for label, result, train in _stages(entry):
+            lines.append(_row([model, label, result.get("dimension") or "?", _speed(result),
+                               f"{train['train_seconds'] / 60:.1f}" if train else "",
+                               _number(train.get("teacher_seconds")) if train and "teacher" in train else ""]))
     for model, entry in report["models"].items():
         config, train = entry["config"], entry["train"]
+        trained = (f"LoRA r {config['lora']['r']} / alpha {config['lora']['alpha']} on "
+                   f"{config['lora']['target_modules']}" if config["finetune"] == "lora" else "full fine-tuning")
         lines += ["", f"## {model}", "",
                   f"- training data: {describe_data(train['data'], train['rows'])}",
-                  f"- {train['steps']} steps of {config['batch_size']} triplets, lr {config['learning_rate']}, "
-                  f"LoRA r {config['lora']['r']} / alpha {config['lora']['alpha']} on "
-                  f"{config['lora']['target_modules']}, temperature {config['temperature']}, "
+                  f"- {train['steps']} steps of {config['batch_size']} rows, lr {config['learning_rate']}, "
+                  f"{trained}, temperature {config['temperature']}, "
                   f"hard negatives {'on' if config['hard_negatives'] else 'off'}, prompt `{config['prompt']}`",
+                  *([f"- teacher {config['teacher']} (prompt {config['teacher_prompt']}): "
+                     f"{config['contrastive_weight']:g} x InfoNCE + {config['distill_weight']:g} x "
+                     f"{config['distill_loss']} distillation"] if config.get("teacher") else []),
                   f"- training took {train['train_seconds'] / 60:.1f} min on {train['machine']}"
                   + (f", {train['rows_per_second']:.1f} rows/s" if "rows_per_second" in train else "")
                   + (" (the part after the last resume)" if train.get("resumed_from") else ""),

@@ -28,13 +28,20 @@ def _alias_path(name: str, alias: Alias) -> str:
     return str(alias.locate(Path(list(spec.submodule_search_locations)[0])))
 
 
+def local_copy(alias: str) -> Path:
+    """Where a hub alias is looked for before the hub: $CFTUNE_CACHE/models/ALIAS, a copy put there by hand
+    (offline, e.g. ``get-teacher embeddinggemma-300m ~/.cache/cftune/models/embeddinggemma-300m``)."""
+    return cache_dir() / "models" / alias
+
+
 def check_source(model: str) -> tuple[str, bool]:
     """Alias, .gguf file, folder or hub id -> (that file, folder or hub id; trust_remote_code), checked but
     not loaded: a hub id must be on the hub, or in the local cache when the hub cannot be reached."""
     alias = ALIASES.get(model)
     trust_remote_code = bool(alias and alias.trust_remote_code)
     if alias is not None:
-        model = alias.hub_id or _alias_path(model, alias)
+        model = str(local_copy(model)) if alias.hub_id and local_copy(model).is_dir() else \
+            alias.hub_id or _alias_path(model, alias)
     path = Path(model).expanduser()
     if model.endswith(".gguf"):
         if not path.is_file():
