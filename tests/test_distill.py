@@ -122,7 +122,7 @@ def softmax_rows(logits):
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("kind", ["cosine", "mse", "kl"])
+@pytest.mark.parametrize("kind", ["cosine", "mse", "kl", "similarity"])
 def test_the_losses_equal_a_hand_computation(kind):
     """contrastive_weight * InfoNCE + distill_weight * distillation, on fixed vectors, against numpy."""
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
@@ -139,6 +139,10 @@ def test_the_losses_equal_a_hand_computation(kind):
         distill = np.mean([np.mean(1 - np.sum(unit(s[c]) * unit(t[c]), axis=1)) for c in range(3)])
     elif kind == "mse":
         distill = np.mean([np.mean((s[c] - t[c]) ** 2) for c in range(3)])
+    elif kind == "similarity":  # every pair of the 9 texts, itself left out
+        texts_s, texts_t = unit(np.concatenate(s)), unit(np.concatenate(t))
+        others = ~np.eye(9, dtype=bool)
+        distill = np.mean(((texts_s @ texts_s.T - texts_t @ texts_t.T) / 0.1)[others] ** 2)
     else:
         student_logits = unit(s[0]) @ candidates.T / 0.1
         p = softmax_rows(unit(t[0]) @ unit(np.concatenate(t[1:])).T / 0.1)

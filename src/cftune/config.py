@@ -23,7 +23,7 @@ COLUMN_ROLES = ("anchor", "positive", "negative", "sentence1", "sentence2", "sco
 ATTENTIONS = ("causal", "bidirectional")
 FINETUNES = ("lora", "full")
 PRECISIONS = ("auto", "float32", "bfloat16")  # auto: bf16 where the hardware has it natively
-DISTILL_LOSSES = ("cosine", "mse", "kl")  # see TrainConfig.distill_loss
+DISTILL_LOSSES = ("cosine", "mse", "kl", "similarity")  # see TrainConfig.distill_loss
 QUANTIZATIONS = ("int8",)  # inference only: int8 weights and per-token int8 activations (cftune.int8)
 
 
@@ -95,7 +95,8 @@ class TrainConfig:
     teacher_prompt: str | None = None  # one of the teacher's named prompts, e.g. EmbeddingGemma's "STS"
     # cosine | mse: the student's vector (through a linear map fitted to the teacher's space, saved as a Dense
     # module, when the sizes differ) against the teacher's; kl: the student's in-batch similarity distribution
-    # against the teacher's, at distill_temperature (no map needed)
+    # against the teacher's, at distill_temperature (no map needed); similarity: the student's cosine of every
+    # pair of texts in the batch against the teacher's, squared difference of cosine / distill_temperature
     distill_loss: str = "cosine"
     distill_weight: float = 1.0
     contrastive_weight: float = 1.0  # the InfoNCE loss on the labelled columns beside it (0: distillation only)

@@ -19,6 +19,8 @@ The losses (sentence-transformers' where it has them):
                   fitted by ridge regression before training (a random map would pull a good student apart).
     kl            the student's in-batch similarity distribution (each anchor against every candidate of the
                   batch) matched to the teacher's, KL at InfoNCE's temperature (DistillKLDivLoss does it per row).
+    similarity    the student's cosine of every pair of texts in the batch against the teacher's, squared
+                  difference on InfoNCE's logit scale (relational distillation; no map needed either).
 Either is added to the InfoNCE loss on the labelled columns: contrastive_weight * InfoNCE + distill_weight *
 distillation, from one forward pass.
 """
@@ -257,6 +259,24 @@ def in_batch_kl(student: list[torch.Tensor], teacher: list[torch.Tensor], temper
     return torch.nn.functional.kl_div(log_probs, target, reduction="batchmean")
 
 
+def in_batch_similarity_mse(student: list[torch.Tensor], teacher: list[torch.Tensor],
+                             temperature: float) -> torch.Tensor:
+    """Mean squared difference between the student's and the teacher's cosine similarity of every pair of
+    distinct texts in the batch (all columns), on InfoNCE's logit scale (cosine / temperature).
+
+    What STS scores is the cosine of a pair, so this teaches it directly, for all B x B pairs a batch holds, not
+    only each anchor's ranking (kl) or the vectors (cosine/mse, which need a map across sizes). Relational
+    knowledge distillation (Park et al. 2019, arXiv 1904.05068) in its simplest form; sentence-transformers'
+    CosineSimilarityLoss is the same regression for one given pair at a time."""
+    def logits(columns: list[torch.Tensor]) -> torch.Tensor:
+        texts = torch.nn.functional.normalize(torch.cat(columns).float(), dim=-1)
+        return texts @ texts.T / temperature
+
+    student_logits, teacher_logits = logits(student), logits(teacher)
+    pairs = ~torch.eye(len(student_logits), dtype=torch.bool, device=student_logits.device)
+    return torch.nn.functional.mse_loss(student_logits[pairs], teacher_logits[pairs])
+
+
 class DistillationLoss(torch.nn.Module):
     """contrastive_weight * InfoNCE (the labelled columns) + distill_weight * distillation (the teacher's
     vectors of the same texts), from one forward pass.
@@ -274,7 +294,9 @@ class DistillationLoss(torch.nn.Module):
         self.contrastive: typing.Any = contrastive  # MultipleNegativesRankingLoss (its compute_loss_from_embeddings)
         self.vectors, self.teacher_rows = vectors, torch.from_numpy(teacher_rows)
         metric = typing.cast(typing.Literal["cosine", "mse"], config.distill_loss)
-        self.embedding = EmbedDistillLoss(model, distance_metric=metric) if config.distill_loss != "kl" else None
+        self.embedding = EmbedDistillLoss(model, distance_metric=metric) \
+            if config.distill_loss in ("cosine", "mse") else None
+        self.relational = in_batch_similarity_mse if config.distill_loss == "similarity" else in_batch_kl
 
     def teacher_vectors(self, labels: torch.Tensor) -> list[torch.Tensor]:
         rows = self.teacher_rows[labels.cpu()]  # batch x columns
@@ -292,7 +314,7 @@ class DistillationLoss(torch.nn.Module):
         if self.embedding is not None:
             distill = self.embedding.compute_loss_from_embeddings(embeddings, teacher)
         else:
-            distill = in_batch_kl(embeddings, teacher, self.config.distill_temperature)
+            distill = self.relational(embeddings, teacher, self.config.distill_temperature)
         loss = self.config.distill_weight * distill
         if self.contrastive is not None and self.config.contrastive_weight:
             loss = loss + self.config.contrastive_weight * self.contrastive.compute_loss_from_embeddings(
@@ -357,7 +379,7 @@ def add_projection(model: SentenceTransformer, distillation: Distillation, colum
                    config: TrainConfig, sample: int = 2048) -> bool:
     """For embedding distillation into a teacher of another size: append a fitted Dense map to the student
     (saved with it, so the saved model embeds in the teacher's space). Returns whether one was added."""
-    if config.distill_loss == "kl" or model.get_embedding_dimension() == distillation.dimension:
+    if config.distill_loss not in ("cosine", "mse") or model.get_embedding_dimension() == distillation.dimension:
         return False
     anchors = columns["anchor"][:sample]
     targets = distillation.vectors[distillation.teacher_rows[:len(anchors), 0]]
