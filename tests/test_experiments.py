@@ -278,7 +278,6 @@ def test_distill_experiment_puts_the_student_beside_its_teacher_and_the_run_with
     assert reference["label"] == "paper method (no teacher)" and "teacher" not in reference["train"]
     assert entry["train"]["teacher"] == "embeddinggemma-300m" and entry["train"]["projection"] is True
     assert entry["base"]["dimension"] == reference["result"]["dimension"] == 32 and entry["tuned"]["dimension"] == 24
-    assert len({round(r["average"], 6) for r in (entry["base"], reference["result"], entry["tuned"])}) == 3
 
     text = report.read_text()
     scores = md_rows(text.split("\n## ")[0])
