@@ -360,6 +360,8 @@ class Distillation:
 
     vectors: np.ndarray  # memory-mapped: cache rows x teacher dimension
     teacher_rows: np.ndarray  # training rows x columns
+    texts: int = 0  # distinct training texts
+    encoded: int = 0  # of them, those the teacher embedded for this run (the others were cached)
 
     @property
     def dimension(self) -> int:
@@ -370,9 +372,10 @@ def prepare(config: TrainConfig, columns: dict[str, list[str]]) -> Distillation:
     """Teacher vectors of every training text (computed where the cache lacks them)."""
     teacher = Teacher.of(typing.cast(str, config.teacher), config.teacher_prompt, config.precision)
     texts = [t for column in columns.values() for t in column]
+    missing = len(teacher.cache().missing(texts))
     cache = fill_cache(teacher, texts)
     rows = np.stack([cache.row_of(column) for column in columns.values()], axis=1)
-    return Distillation(cache.matrix(), rows)
+    return Distillation(cache.matrix(), rows, len(set(texts)), missing)
 
 
 def add_projection(model: SentenceTransformer, distillation: Distillation, columns: dict[str, list[str]],

@@ -274,6 +274,14 @@ def _score_cells(result: dict, tasks) -> list[str]:
     return [f"{result['scores'][t]:.2f}" for t in tasks] + [f"**{result['average']:.2f}**"]
 
 
+def _teacher_time(train: dict) -> str:
+    """A run's time for its teacher vectors, and how many texts the teacher embedded then (the rest were cached)."""
+    if "teacher_texts" not in train:  # older summaries
+        return _number(train.get("teacher_seconds"))
+    new, texts = train["teacher_texts_encoded"], train["teacher_texts"]
+    return f"{train['teacher_seconds']:.1f} ({new:,} of {texts:,} texts new)"
+
+
 def _speed(result: dict) -> str:
     return f"{result['sentences_encoded'] / result['encode_seconds']:.0f}" if result.get("encode_seconds") else "?"
 
@@ -337,7 +345,7 @@ def reproduce_markdown(report: dict) -> str:
         for label, result, train in _stages(entry):
             lines.append(_row([model, label, result.get("dimension") or "?", _speed(result),
                                f"{train['train_seconds'] / 60:.1f}" if train else "",
-                               _number(train.get("teacher_seconds")) if train and "teacher" in train else ""]))
+                               _teacher_time(train) if train and "teacher" in train else ""]))
     for model, entry in report["models"].items():
         config, train = entry["config"], entry["train"]
         trained = (f"LoRA r {config['lora']['r']} / alpha {config['lora']['alpha']} on "

@@ -337,7 +337,8 @@ def _train_in(out: Path, config: TrainConfig, resume: bool, sets: dict[str, Trip
                    **({"peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
                       if model.device.type == "cuda" else {}),
                    **({"teacher": config.teacher, "teacher_seconds": round(teacher_seconds, 1),
-                       "projection": projection} if config.teacher else {})}
+                       "teacher_texts": distillation.texts, "teacher_texts_encoded": distillation.encoded,
+                       "projection": projection} if distillation is not None else {})}
         save_run(model, config, run, {name: triplets.source for name, triplets in sets.items()}, summary)
     return out
 
