@@ -160,6 +160,14 @@ def reproduce_configs(experiment: str, models: list[str] | None, data_dir: str |
     return {m: load_config(recipes.get(m, fallback), [*data, *(settings or []), f"model={m}"]) for m in models}
 
 
+def reference_run(out: Path, model: str) -> Path:
+    return out / "runs" / f"{slug(model)}-reference"
+
+
+def teacher_result(out: Path, teacher: str) -> Path:
+    return out / "teacher" / slug(teacher)
+
+
 def reference_configs(experiment: str, configs: dict[str, TrainConfig]) -> dict[str, TrainConfig]:
     """Each model's reference run: its recipe with the experiment's ``reference`` settings (none: no reference)."""
     reference = find_experiment(experiment).reference
@@ -171,7 +179,7 @@ def teacher_stages(configs: dict[str, TrainConfig], out: Path, tasks, command: s
     """STS of each teacher the runs learn from, with its prompt: the score every student is read against."""
     teachers = {config.teacher: config for config in configs.values() if config.teacher}
     return [eval_stage(f"STS of the teacher {name}", lambda c=config: teacher_embedder(c),
-                       out / "teacher" / slug(name), tasks=tasks, data_dir=config.data_dir,
+                       teacher_result(out, name), tasks=tasks, data_dir=config.data_dir,
                        meta={"model": f"{name} (teacher, prompt {config.teacher_prompt})", "command": command})
             for name, config in teachers.items()]
 
@@ -198,11 +206,11 @@ def reproduce(out: str | Path, *, experiment: str = "cpu-small", models: list[st
                                  folder / "base", tasks=tasks, data_dir=config.data_dir,
                                  meta={"model": f"{model} (base)", "command": command}))
         if model in references:
-            reference_run = out / "runs" / f"{slug(model)}-reference"
-            stages += [train_stage(references[model], reference_run, f"{model}, {label}"),
-                       eval_stage(f"STS of {model}, {label}", lambda r=reference_run: trained_embedder(r),
+            reference = reference_run(out, model)
+            stages += [train_stage(references[model], reference, f"{model}, {label}"),
+                       eval_stage(f"STS of {model}, {label}", lambda r=reference: trained_embedder(r),
                                   folder / "reference", tasks=tasks, data_dir=config.data_dir,
-                                  meta={"model": f"{model} ({label})", "command": command}, card_of=reference_run)]
+                                  meta={"model": f"{model} ({label})", "command": command}, card_of=reference)]
         stages += [
             train_stage(config, run),
             eval_stage(f"STS of fine-tuned {model}", lambda r=run: trained_embedder(r), folder / "tuned",
@@ -242,13 +250,13 @@ def write_reproduce_report(out: Path, configs: dict[str, TrainConfig], experimen
                           "tuned": tuned.to_dict(), "plots": [bars.name, curve.name]}
         if (folder / "reference.json").exists():  # the experiment's reference row (e.g. without the teacher)
             entries[model]["reference"] = {"label": find_experiment(experiment).reference_label,
-                                           "train": RunFolder(out / "runs" / f"{slug(model)}-reference").read_summary(),
+                                           "train": RunFolder(reference_run(out, model)).read_summary(),
                                            "result": read_result(folder / "reference.json").to_dict()}
         if (folder / "tuned.retrieval.json").exists():  # scored on a search set too (--retrieval)
             entries[model]["retrieval"] = {
                 stage: json.loads((folder / f"{stage}.retrieval.json").read_text(encoding="utf-8"))
                 for stage in ("base", "tuned")}
-    teachers = {config.teacher: read_result(out / "teacher" / f"{slug(config.teacher)}.json").to_dict()
+    teachers = {config.teacher: read_result(report_file(teacher_result(out, config.teacher), ".json")).to_dict()
                 for config in configs.values() if config.teacher}
     report = {"experiment": experiment, "title": find_experiment(experiment).title, "command": command,
               "machine": machine(), "teachers": teachers, "models": entries}
