@@ -175,7 +175,7 @@ def plot_training_curve(log_path: Path, png_path: Path) -> Path:
     if loss:
         ax.plot(*zip(*loss, strict=True), color="tab:blue", label="train loss")
     ax.set_xlabel("step")
-    ax.set_ylabel("InfoNCE loss", color="tab:blue")
+    ax.set_ylabel("training loss", color="tab:blue")
     if dev:
         ax2 = ax.twinx()
         ax2.plot(*zip(*dev, strict=True), "o-", color="tab:orange", label="STS-B dev Spearman x100")
