@@ -42,7 +42,6 @@ def add_eval_command(commands) -> None:
 
 def _eval(args: argparse.Namespace) -> None:
     from cftune.data import check_sts_inputs, load_retrieval_set
-    from cftune.encoding import use_prompt_name
     from cftune.io import check_output_file
     from cftune.reports import mteb_result_file, report_file
 
@@ -65,6 +64,8 @@ def _eval(args: argparse.Namespace) -> None:
             check_output_file(report_file(args.out, suffix))
     check_model_arguments(args)
     model = load_model(args)
+    from cftune.encoding import use_prompt_name  # torch: only once the inputs are checked
+
     use_prompt_name(model, args.prompt_name)
     if args.max_length:
         model.max_seq_length = args.max_length
