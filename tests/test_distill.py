@@ -49,13 +49,13 @@ def test_the_teacher_embeds_each_distinct_text_once_ever(teacher_folder, tmp_pat
     texts = CORPUS + CORPUS[:3]  # 7 distinct texts, each several times
     first = CountingTeacher(teacher)
     cache = fill_cache(teacher, texts, chunk=3, load=first)
-    assert first.loads == 1 and sorted(first.texts) == sorted(set(texts))
+    assert first.loads == 1 and sorted(first.texts) == sorted(set(texts)) and cache.appended == len(set(texts))
     expected = encode(load_embedder(str(teacher_folder)), sorted(set(texts)), precision="float32",
                       prompt_name="STS").numpy()
     np.testing.assert_allclose(cache.matrix()[cache.row_of(sorted(set(texts)))], expected, atol=1e-5)
 
     again = CountingTeacher(teacher)
-    fill_cache(teacher, list(reversed(texts)), load=again)  # another run, another student: all cached
+    assert fill_cache(teacher, list(reversed(texts)), load=again).appended == 0  # another run: all cached
     assert again.loads == 0 and again.texts == []
     more = CountingTeacher(teacher)
     fill_cache(teacher, [*texts, "A new sentence."], load=more)

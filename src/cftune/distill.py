@@ -145,6 +145,7 @@ class TeacherCache:
         self.folder, self.meta = folder, meta
         self.rows: dict[str, int] = {}
         self.dimension: int | None = None
+        self.appended = 0  # rows this object added (the texts the teacher embedded since it was opened)
         self._open()
 
     @property
@@ -192,6 +193,7 @@ class TeacherCache:
             handle.write("".join(k + "\n" for k in keys).encode())
         start = len(self.rows)
         self.rows.update({key: start + i for i, key in enumerate(keys)})
+        self.appended += len(keys)
 
     def matrix(self) -> np.ndarray:
         """Every cached vector, memory-mapped (rows x dimension): nothing is read until it is used."""
@@ -372,10 +374,9 @@ def prepare(config: TrainConfig, columns: dict[str, list[str]]) -> Distillation:
     """Teacher vectors of every training text (computed where the cache lacks them)."""
     teacher = Teacher.of(typing.cast(str, config.teacher), config.teacher_prompt, config.precision)
     texts = [t for column in columns.values() for t in column]
-    missing = len(teacher.cache().missing(texts))
     cache = fill_cache(teacher, texts)
     rows = np.stack([cache.row_of(column) for column in columns.values()], axis=1)
-    return Distillation(cache.matrix(), rows, len(set(texts)), missing)
+    return Distillation(cache.matrix(), rows, len(set(texts)), cache.appended)
 
 
 def add_projection(model: SentenceTransformer, distillation: Distillation, columns: dict[str, list[str]],
