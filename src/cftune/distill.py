@@ -49,6 +49,7 @@ from cftune.sources import check_teacher, named_prompts_of
 
 log = logging.getLogger(__name__)
 ROW = 41  # bytes of one index.txt line: a sha1 in hex and a line break
+VECTOR_LOSSES = ("cosine", "mse")  # the distill_loss values that match vectors (across sizes: through a map)
 
 
 def text_key(text: str) -> str:
@@ -297,7 +298,7 @@ class DistillationLoss(torch.nn.Module):
         self.vectors, self.teacher_rows = vectors, torch.from_numpy(teacher_rows)
         metric = typing.cast(typing.Literal["cosine", "mse"], config.distill_loss)
         self.embedding = EmbedDistillLoss(model, distance_metric=metric) \
-            if config.distill_loss in ("cosine", "mse") else None
+            if config.distill_loss in VECTOR_LOSSES else None
         self.relational = in_batch_similarity_mse if config.distill_loss == "similarity" else in_batch_kl
 
     def teacher_vectors(self, labels: torch.Tensor) -> list[torch.Tensor]:
@@ -383,7 +384,7 @@ def add_projection(model: SentenceTransformer, distillation: Distillation, colum
                    config: TrainConfig, sample: int = 2048) -> bool:
     """For embedding distillation into a teacher of another size: append a fitted Dense map to the student
     (saved with it, so the saved model embeds in the teacher's space). Returns whether one was added."""
-    if config.distill_loss not in ("cosine", "mse") or model.get_embedding_dimension() == distillation.dimension:
+    if config.distill_loss not in VECTOR_LOSSES or model.get_embedding_dimension() == distillation.dimension:
         return False
     anchors = columns["anchor"][:sample]
     targets = distillation.vectors[distillation.teacher_rows[:len(anchors), 0]]

@@ -40,8 +40,8 @@ def check_source(model: str) -> tuple[str, bool]:
     alias = ALIASES.get(model)
     trust_remote_code = bool(alias and alias.trust_remote_code)
     if alias is not None:
-        model = str(local_copy(model)) if alias.hub_id and local_copy(model).is_dir() else \
-            alias.hub_id or _alias_path(model, alias)
+        copy = local_copy(model)
+        model = str(copy) if alias.hub_id and copy.is_dir() else alias.hub_id or _alias_path(model, alias)
     path = Path(model).expanduser()
     if model.endswith(".gguf"):
         if not path.is_file():
