@@ -10,10 +10,14 @@ design, LoRA and loss), each timed on its own:
 
 It leaves out what the trainer adds around them (its sampler, collator, logging and callbacks); the full
 trainer's speed is ``benchmarks/train_throughput.py``. A model-FLOP figure for the forward pass (2 x the body's
-parameters outside the token embeddings x the tokens in the batch) gives its arithmetic rate.
+parameters outside the token embeddings x the tokens in the batch) gives its arithmetic rate. With ``--ops N``,
+torch.profiler records the timed steps too and the N operators with the most self time are listed, per step (the
+profiler's own cost slows the step a little: the phase times of such a run are not the ones to quote). With
+``--compile``, the same batches run again after ``cftune.training.compile_blocks`` in the same process, and the
+ratio of the two speeds is printed.
 
 Usage: python benchmarks/train_step_profile.py [--recipe cpu-gemma3-270m] [--data-dir ../shared/data]
-       [--steps 3] [--batch N]
+       [--steps 3] [--batch N] [--ops N]
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from cftune.design import lm_body
 from cftune.encoding import autocast, resolve_precision
 from cftune.io import machine
 from cftune.models import load_embedder
-from cftune.training import add_lora, build_loss
+from cftune.training import add_lora, build_loss, compile_blocks
 
 
 def main() -> None:
@@ -40,26 +44,51 @@ def main() -> None:
     parser.add_argument("--data-dir", default="../shared/data")
     parser.add_argument("--steps", type=int, default=3, help="timed steps, after one untimed warm-up step")
     parser.add_argument("--batch", type=int, help="triplets per step (default: the recipe's)")
+    parser.add_argument("--compile", action="store_true",
+                        help="then torch.compile each transformer block and time the same batches again")
+    parser.add_argument("--ops", type=int, default=0, help="list the N operators with the most self CPU time")
     args = parser.parse_args()
 
     config = load_config(args.recipe, [f"data_dir={args.data_dir}"])
     batch = args.batch or config.batch_size
     rows = load_training_data(config.data, config.data_dir, max_rows=batch * (args.steps + 1))
+    batches = [{name: column[step * batch:(step + 1) * batch] for name, column in rows.columns.items()}
+               for step in range(args.steps + 1)]
     torch.manual_seed(config.seed)
     model = load_embedder(config.model, config.design)
     model.max_seq_length = config.max_length
     add_lora(model, config)
+    body = lm_body(model)
+    dense = sum(p.numel() for p in body.parameters()) - body.get_input_embeddings().weight.numel()
+    results = {"eager": profile_steps(model, config, batches, args.ops)}
+    if args.compile:
+        compile_blocks(model)
+        results["compiled"] = profile_steps(model, config, batches, args.ops)
+    for result in results.values():  # the forward pass's model arithmetic: 2 x the matmul weights a token meets
+        forward_flop = 2 * dense * result["tokens_per_step"]
+        result["forward_gflop"] = round(forward_flop / 1e9, 1)
+        result["forward_gflop_per_second"] = round(forward_flop / 1e9 / result["median_seconds"]["forward"], 1)
+    summary = {"recipe": args.recipe, "model": config.model, "batch": batch, "machine": machine(),
+               "precision": resolve_precision(config.precision, model.device), "timed_steps": args.steps, **results}
+    if args.compile:
+        summary["compiled_vs_eager"] = round(results["compiled"]["triplets_per_second"]
+                                             / results["eager"]["triplets_per_second"], 2)
+    print(json.dumps(summary, indent=2))
+
+
+def profile_steps(model, config, batches: list[dict], ops: int) -> dict:
+    """Train on ``batches`` one step each, timing every phase; the first step is left out of the medians (it
+    pays one-time costs: compilation, first allocations)."""
     loss_fn = build_loss(model, config)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
     precision = resolve_precision(config.precision, model.device)
-    body = lm_body(model)
-    embeddings_size = body.get_input_embeddings().weight.numel()
-    dense = sum(p.numel() for p in body.parameters()) - embeddings_size  # the matmul weights a token meets
     model.train()
     phases: dict[str, list[float]] = {"prepare": [], "forward": [], "backward": [], "optimizer": []}
     tokens: list[int] = []
-    for step in range(args.steps + 1):
-        texts = {name: column[step * batch:(step + 1) * batch] for name, column in rows.columns.items()}
+    profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if ops else None
+    for step, texts in enumerate(batches):
+        if step == 1 and profiler is not None:
+            profiler.start()  # the timed steps only
         started = time.perf_counter()
         features = [model.preprocess(column) for column in texts.values()]
         prepared = time.perf_counter()
@@ -73,21 +102,30 @@ def main() -> None:
         optimizer.zero_grad(set_to_none=True)
         done = time.perf_counter()
         if step == 0:
-            continue  # the first step pays one-time costs
+            first_step = done - started
+            continue
         for name, seconds in zip(phases, (prepared - started, forward - prepared, backward - forward,
                                           done - backward), strict=True):
             phases[name].append(seconds)
         tokens.append(sum(int(f["attention_mask"].sum()) for f in features))
     step_s = sum(statistics.median(v) for v in phases.values())
-    forward_flop = 2 * dense * statistics.median(tokens)
-    result = {"recipe": args.recipe, "model": config.model, "batch": batch, "precision": precision,
-              "machine": machine(), "timed_steps": args.steps, "tokens_per_step": statistics.median(tokens),
-              "median_seconds": {name: round(statistics.median(v), 3) for name, v in phases.items()},
-              "share": {name: round(statistics.median(v) / step_s, 3) for name, v in phases.items()},
-              "triplets_per_second": round(batch / step_s, 2),
-              "forward_gflop": round(forward_flop / 1e9, 1),
-              "forward_gflop_per_second": round(forward_flop / 1e9 / statistics.median(phases["forward"]), 1)}
-    print(json.dumps(result, indent=2))
+    return {"first_step_seconds": round(first_step, 1), "tokens_per_step": statistics.median(tokens),
+            "median_seconds": {name: round(statistics.median(v), 3) for name, v in phases.items()},
+            "share": {name: round(statistics.median(v) / step_s, 3) for name, v in phases.items()},
+            "triplets_per_second": round(len(batches[0]["anchor"]) / step_s, 2),
+            **({"operators": top_operators(profiler, ops, len(batches) - 1)} if profiler is not None else {})}
+
+
+def top_operators(profiler, count: int, steps: int) -> list[dict]:
+    """The ``count`` operators with the most self CPU time over the profiled steps: seconds and calls per step,
+    and their share of all operators' self time."""
+    profiler.stop()
+    averages = [a for a in profiler.key_averages() if a.self_cpu_time_total > 0]
+    total = sum(a.self_cpu_time_total for a in averages)
+    averages.sort(key=lambda a: a.self_cpu_time_total, reverse=True)
+    return [{"operator": a.key, "seconds_per_step": round(a.self_cpu_time_total / 1e6 / steps, 3),
+             "calls_per_step": round(a.count / steps), "share": round(a.self_cpu_time_total / total, 3)}
+            for a in averages[:count]]
 
 
 if __name__ == "__main__":

@@ -101,6 +101,22 @@ def test_training_lowers_the_loss_and_saves_a_plain_model(tiny_models, nli_dir, 
     np.testing.assert_allclose(SentenceTransformer(str(merged)).encode(texts), tuned, atol=1e-4)
 
 
+def test_compiled_blocks_train_the_same_model(tiny_models, nli_dir, tmp_path):
+    """torch_compile changes the kernels, not the arithmetic: the same losses step by step (fp32), and a saved
+    model that plain sentence-transformers loads and that embeds as the eager run's does."""
+    runs = {}
+    for compiled in (False, True):
+        config = tiny_config(tiny_models, nli_dir, torch_compile=compiled, max_steps=6, eval_steps=0, save_steps=6)
+        runs[compiled] = train(config, tmp_path / f"compiled-{compiled}")
+    losses = {compiled: [row["loss"] for row in map(json.loads, (run / "train_log.jsonl").read_text().splitlines())
+                         if "loss" in row] for compiled, run in runs.items()}
+    assert len(losses[True]) == 3 and losses[True][-1] < losses[True][0]
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
+    texts = [t[0] for t in TRIPLETS[:4]]
+    np.testing.assert_allclose(SentenceTransformer(str(runs[True])).encode(texts),
+                               SentenceTransformer(str(runs[False])).encode(texts), atol=1e-4)
+
+
 def test_resume_after_a_crash_reproduces_the_uninterrupted_run(tiny_models, nli_dir, tmp_path, monkeypatch):
     config = tiny_config(tiny_models, nli_dir, **{"lora.dropout": 0.1})
     train(config, tmp_path / "straight")

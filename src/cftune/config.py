@@ -112,6 +112,10 @@ class TrainConfig:
     max_length: int = 150
     precision: str = "auto"  # auto | float32 | bfloat16 (autocast)
     gradient_checkpointing: bool = False
+    # torch.compile each transformer block (cftune.training.compile_blocks): fused kernels for the many small
+    # operations of a thin model, paid for by one compilation of a block at the start (needs a C++ compiler
+    # on the CPU)
+    torch_compile: bool = False
     lora: LoraSettings = field(default_factory=LoraSettings)
     # bookkeeping
     eval_steps: int = 100  # STS-B dev Spearman every N steps; the best checkpoint is kept (0: no dev, keep last)
