@@ -4,20 +4,24 @@ The phases of a sentence-transformers training step, run by hand with cftune's o
 design, LoRA and loss), each timed on its own:
 
   prepare : the batch's texts through the template and the tokenizer (``model.preprocess``), per column
-  forward : the body and pooling of every column, and the loss (under bf16 autocast where the CPU has it)
+  forward : the loss's forward: the body and pooling of every column (the anchors in one pass, the positives
+            and negatives merged into a second, as sentence-transformers does) and InfoNCE, under bf16
+            autocast where the CPU has it
   backward: ``loss.backward()``
   optimizer: AdamW's step and zeroing the gradients
 
 It leaves out what the trainer adds around them (its sampler, collator, logging and callbacks); the full
-trainer's speed is ``benchmarks/train_throughput.py``. A model-FLOP figure for the forward pass (2 x the body's
-parameters outside the token embeddings x the tokens in the batch) gives its arithmetic rate. With ``--ops N``,
+trainer's speed is ``benchmarks/train_throughput.py``. The model's arithmetic per step (4 x the weights a token
+meets x the positions the body computed, padding included: forward and the backward's input gradients) over the
+forward and backward seconds gives its rate, read against this machine's best square matrix product in the same
+precision (the share of that peak). With ``--ops N``,
 torch.profiler records the timed steps too and the N operators with the most self time are listed, per step (the
 profiler's own cost slows the step a little: the phase times of such a run are not the ones to quote). With
 ``--compile``, the same batches run again after ``cftune.training.compile_blocks`` in the same process, and the
 ratio of the two speeds is printed.
 
 Usage: python benchmarks/train_step_profile.py [--recipe cpu-gemma3-270m] [--data-dir ../shared/data]
-       [--steps 3] [--batch N] [--ops N]
+       [--steps 3] [--batch N] [--compile] [--ops N]
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import torch
 
 from cftune.config import load_config
 from cftune.data import load_training_data
-from cftune.design import lm_body
+from cftune.design import lm_body, weights_per_token
 from cftune.encoding import autocast, resolve_precision
 from cftune.io import machine
 from cftune.models import load_embedder
@@ -58,18 +62,23 @@ def main() -> None:
     model = load_embedder(config.model, config.design)
     model.max_seq_length = config.max_length
     add_lora(model, config)
-    body = lm_body(model)
-    dense = sum(p.numel() for p in body.parameters()) - body.get_input_embeddings().weight.numel()
     results = {"eager": profile_steps(model, config, batches, args.ops)}
     if args.compile:
         compile_blocks(model)
         results["compiled"] = profile_steps(model, config, batches, args.ops)
-    for result in results.values():  # the forward pass's model arithmetic: 2 x the matmul weights a token meets
-        forward_flop = 2 * dense * result["tokens_per_step"]
-        result["forward_gflop"] = round(forward_flop / 1e9, 1)
-        result["forward_gflop_per_second"] = round(forward_flop / 1e9 / result["median_seconds"]["forward"], 1)
+    peak = matmul_peak_gflops(resolve_precision(config.precision, model.device))
+    for result in results.values():
+        # Model arithmetic: each computed position (padding included) meets every weight outside the token
+        # embeddings twice in the forward pass (multiply, add) and twice in the backward (the input's gradient;
+        # LoRA's own gradients are ~1% more); attention's products are left out.
+        flop = 4 * weights_per_token(model) * result["positions_per_step"]
+        compute = result["median_seconds"]["forward"] + result["median_seconds"]["backward"]
+        result["model_gflop_per_step"] = round(flop / 1e9, 1)
+        result["model_gflop_per_second"] = round(flop / 1e9 / compute, 1)
+        result["share_of_matmul_peak"] = round(flop / 1e9 / compute / peak, 2)
     summary = {"recipe": args.recipe, "model": config.model, "batch": batch, "machine": machine(),
-               "precision": resolve_precision(config.precision, model.device), "timed_steps": args.steps, **results}
+               "precision": resolve_precision(config.precision, model.device), "timed_steps": args.steps,
+               "matmul_peak_gflop_per_second": round(peak, 1), **results}
     if args.compile:
         summary["compiled_vs_eager"] = round(results["compiled"]["triplets_per_second"]
                                              / results["eager"]["triplets_per_second"], 2)
@@ -85,16 +94,21 @@ def profile_steps(model, config, batches: list[dict], ops: int) -> dict:
     model.train()
     phases: dict[str, list[float]] = {"prepare": [], "forward": [], "backward": [], "optimizer": []}
     tokens: list[int] = []
+    positions = [0]  # computed by the body this step, padding included (counted at its token embeddings, the
+    # module the body calls first: sentence-transformers calls the body's forward directly, past any hook on it)
+    counter = lm_body(model).get_input_embeddings().register_forward_pre_hook(
+        lambda module, args: positions.append(positions.pop() + args[0].numel()))
+    step_positions: list[int] = []
     profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if ops else None
     for step, texts in enumerate(batches):
         if step == 1 and profiler is not None:
             profiler.start()  # the timed steps only
+        positions[0] = 0
         started = time.perf_counter()
         features = [model.preprocess(column) for column in texts.values()]
         prepared = time.perf_counter()
-        with autocast(precision, model.device):
-            vectors = [model(f)["sentence_embedding"] for f in features]
-            loss = loss_fn.compute_loss_from_embeddings(vectors, None)
+        with autocast(precision, model.device):  # as the trainer calls it: candidate columns in one pass
+            loss = loss_fn(features, None)
         forward = time.perf_counter()
         loss.backward()
         backward = time.perf_counter()
@@ -108,12 +122,27 @@ def profile_steps(model, config, batches: list[dict], ops: int) -> dict:
                                           done - backward), strict=True):
             phases[name].append(seconds)
         tokens.append(sum(int(f["attention_mask"].sum()) for f in features))
+        step_positions.append(positions[0])
+    counter.remove()
     step_s = sum(statistics.median(v) for v in phases.values())
     return {"first_step_seconds": round(first_step, 1), "tokens_per_step": statistics.median(tokens),
+            "positions_per_step": statistics.median(step_positions),
             "median_seconds": {name: round(statistics.median(v), 3) for name, v in phases.items()},
             "share": {name: round(statistics.median(v) / step_s, 3) for name, v in phases.items()},
             "triplets_per_second": round(len(batches[0]["anchor"]) / step_s, 2),
             **({"operators": top_operators(profiler, ops, len(batches) - 1)} if profiler is not None else {})}
+
+
+def matmul_peak_gflops(precision: str, size: int = 2048, repeats: int = 10) -> float:
+    """What this machine's matrix product reaches at its best: a square product of ``size`` in the training's
+    precision, GFLOP/s (the ceiling for the model's arithmetic above)."""
+    dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    torch.mm(a, b)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        torch.mm(a, b)
+    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
 
 
 def top_operators(profiler, count: int, steps: int) -> list[dict]:

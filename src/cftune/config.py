@@ -22,6 +22,7 @@ LOSSES = ("infonce", "cosent", "angle")  # see TrainConfig.loss
 COLUMN_ROLES = ("anchor", "positive", "negative", "sentence1", "sentence2", "score")
 ATTENTIONS = ("causal", "bidirectional")
 FINETUNES = ("lora", "full")
+COMPILES = ("auto", "true", "false")
 PRECISIONS = ("auto", "float32", "bfloat16")  # auto: bf16 where the hardware has it natively
 DISTILL_LOSSES = ("cosine", "mse", "kl", "similarity")  # see TrainConfig.distill_loss
 QUANTIZATIONS = ("int8",)  # inference only: int8 weights and per-token int8 activations (cftune.int8)
@@ -113,9 +114,10 @@ class TrainConfig:
     precision: str = "auto"  # auto | float32 | bfloat16 (autocast)
     gradient_checkpointing: bool = False
     # torch.compile each transformer block (cftune.training.compile_blocks): fused kernels for the many small
-    # operations of a thin model, paid for by one compilation of a block at the start (needs a C++ compiler
-    # on the CPU)
-    torch_compile: bool = False
+    # operations of a thin model, paid for by compiling one block at the first step. auto: on for a body of at
+    # least 50M parameters outside its token embeddings, where the device can compile (a C++ compiler on a CPU)
+    # and gradient checkpointing is off; true | false
+    torch_compile: str = "auto"
     lora: LoraSettings = field(default_factory=LoraSettings)
     # bookkeeping
     eval_steps: int = 100  # STS-B dev Spearman every N steps; the best checkpoint is kept (0: no dev, keep last)
@@ -308,6 +310,7 @@ CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("loss", lambda v: v in LOSSES, _one_of(LOSSES)),
     ("columns", _columns_ok, "role=column items"),
     ("finetune", lambda v: v in FINETUNES, _one_of(FINETUNES)),
+    ("torch_compile", lambda v: str(v).lower() in COMPILES, _one_of(COMPILES)),
     ("mntp_steps", lambda v: v >= 0, ">= 0 (0: off)"),
     ("mntp_mask", _finite(lambda v: 0 < v < 1), "> 0 and < 1"),
     ("max_rows", lambda v: v is None or v >= 1, "none or >= 1"),

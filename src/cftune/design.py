@@ -25,6 +25,7 @@ import typing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules import Transformer
 from sentence_transformers.sentence_transformer.modules import Pooling, WeightedLayerPooling
@@ -106,6 +107,14 @@ def lm_module(model: SentenceTransformer) -> Transformer:
 def lm_body(model: SentenceTransformer) -> PreTrainedModel:
     """The transformers model inside (a PEFT-wrapped one included: peft injects into it in place)."""
     return lm_module(model).auto_model
+
+
+def weights_per_token(model: SentenceTransformer) -> int:
+    """The body's parameters outside its token embeddings: the weights every token meets (a 270M Gemma 3 is
+    102M of them; its other 168M are the embedding table, a lookup)."""
+    body = lm_body(model)
+    table = typing.cast(torch.nn.Embedding, body.get_input_embeddings())
+    return sum(p.numel() for p in body.parameters()) - table.weight.numel()
 
 
 def attention_config(config, attention: str) -> dict:
