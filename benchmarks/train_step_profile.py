@@ -17,11 +17,11 @@ forward and backward seconds gives its rate, read against this machine's best sq
 precision (the share of that peak). With ``--ops N``,
 torch.profiler records the timed steps too and the N operators with the most self time are listed, per step (the
 profiler's own cost slows the step a little: the phase times of such a run are not the ones to quote). With
-``--compile``, the same batches run again after ``cftune.training.compile_blocks`` in the same process, and the
-ratio of the two speeds is printed.
+``--compile`` and ``--pack``, the same batches run again after ``cftune.training.compile_blocks`` and packed
+(``cftune.packing``), in the same process, each variant's speed read against the eager padded one.
 
 Usage: python benchmarks/train_step_profile.py [--recipe cpu-gemma3-270m] [--data-dir ../shared/data]
-       [--steps 3] [--batch N] [--compile] [--ops N]
+       [--steps 3] [--batch N] [--compile] [--pack] [--ops N]
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from cftune.design import lm_body, weights_per_token
 from cftune.encoding import autocast, resolve_precision
 from cftune.io import machine
 from cftune.models import load_embedder
+from cftune.packing import packed_batches
 from cftune.training import add_lora, build_loss, compile_blocks
 
 
@@ -50,6 +51,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, help="triplets per step (default: the recipe's)")
     parser.add_argument("--compile", action="store_true",
                         help="then torch.compile each transformer block and time the same batches again")
+    parser.add_argument("--pack", action="store_true",
+                        help="time the same batches packed too (cftune.packing), eager and compiled")
     parser.add_argument("--ops", type=int, default=0, help="list the N operators with the most self CPU time")
     args = parser.parse_args()
 
@@ -62,10 +65,14 @@ def main() -> None:
     model = load_embedder(config.model, config.design)
     model.max_seq_length = config.max_length
     add_lora(model, config)
-    results = {"eager": profile_steps(model, config, batches, args.ops)}
-    if args.compile:
-        compile_blocks(model)
-        results["compiled"] = profile_steps(model, config, batches, args.ops)
+    results = {}
+    for compiled in (False, True) if args.compile else (False,):
+        if compiled:
+            compile_blocks(model)
+        for packed in (False, True) if args.pack else (False,):
+            with packed_batches(model, packed):
+                name = "+".join(["compiled" if compiled else "eager"] + (["packed"] if packed else []))
+                results[name] = profile_steps(model, config, batches, args.ops)
     peak = matmul_peak_gflops(resolve_precision(config.precision, model.device))
     for result in results.values():
         # Model arithmetic: each computed position (padding included) meets every weight outside the token
@@ -79,9 +86,8 @@ def main() -> None:
     summary = {"recipe": args.recipe, "model": config.model, "batch": batch, "machine": machine(),
                "precision": resolve_precision(config.precision, model.device), "timed_steps": args.steps,
                "matmul_peak_gflop_per_second": round(peak, 1), **results}
-    if args.compile:
-        summary["compiled_vs_eager"] = round(results["compiled"]["triplets_per_second"]
-                                             / results["eager"]["triplets_per_second"], 2)
+    for result in results.values():
+        result["vs_eager"] = round(result["triplets_per_second"] / results["eager"]["triplets_per_second"], 2)
     print(json.dumps(summary, indent=2))
 
 

@@ -22,7 +22,7 @@ LOSSES = ("infonce", "cosent", "angle")  # see TrainConfig.loss
 COLUMN_ROLES = ("anchor", "positive", "negative", "sentence1", "sentence2", "score")
 ATTENTIONS = ("causal", "bidirectional")
 FINETUNES = ("lora", "full")
-COMPILES = ("auto", "true", "false")
+SWITCHES = ("auto", "true", "false")  # a speed setting: auto lets cftune decide where it pays
 PRECISIONS = ("auto", "float32", "bfloat16")  # auto: bf16 where the hardware has it natively
 DISTILL_LOSSES = ("cosine", "mse", "kl", "similarity")  # see TrainConfig.distill_loss
 QUANTIZATIONS = ("int8",)  # inference only: int8 weights and per-token int8 activations (cftune.int8)
@@ -118,6 +118,10 @@ class TrainConfig:
     # least 50M parameters outside its token embeddings, where the device can compile (a C++ compiler on a CPU)
     # and gradient checkpointing is off; true | false
     torch_compile: str = "auto"
+    # sequence packing (cftune.packing): a batch's texts laid end to end in rows instead of padded to the
+    # longest, for a causal decoder that pads on the right (the same vectors, fewer positions computed). auto: on
+    # a CPU, where padding costs as much as a token; true | false
+    packing: str = "auto"
     lora: LoraSettings = field(default_factory=LoraSettings)
     # bookkeeping
     eval_steps: int = 100  # STS-B dev Spearman every N steps; the best checkpoint is kept (0: no dev, keep last)
@@ -310,7 +314,8 @@ CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("loss", lambda v: v in LOSSES, _one_of(LOSSES)),
     ("columns", _columns_ok, "role=column items"),
     ("finetune", lambda v: v in FINETUNES, _one_of(FINETUNES)),
-    ("torch_compile", lambda v: str(v).lower() in COMPILES, _one_of(COMPILES)),
+    ("torch_compile", lambda v: str(v).lower() in SWITCHES, _one_of(SWITCHES)),
+    ("packing", lambda v: str(v).lower() in SWITCHES, _one_of(SWITCHES)),
     ("mntp_steps", lambda v: v >= 0, ">= 0 (0: off)"),
     ("mntp_mask", _finite(lambda v: 0 < v < 1), "> 0 and < 1"),
     ("max_rows", lambda v: v is None or v >= 1, "none or >= 1"),
