@@ -114,9 +114,9 @@ class TrainConfig:
     precision: str = "auto"  # auto | float32 | bfloat16 (autocast)
     gradient_checkpointing: bool = False
     # torch.compile each transformer block (cftune.training.compile_blocks): fused kernels for the many small
-    # operations of a thin model, paid for by compiling one block at the first step. auto: on for a body of at
-    # least 50M parameters outside its token embeddings, where the device can compile (a C++ compiler on a CPU)
-    # and gradient checkpointing is off; true | false
+    # operations of a thin model, paid for by compiling one block at the first step. auto: on a CPU with a C++
+    # compiler, for a body of at least 50M parameters outside its token embeddings, gradient checkpointing off;
+    # true | false (on a GPU: not measured, so auto leaves it off)
     torch_compile: str = "auto"
     # sequence packing (cftune.packing): a batch's texts laid end to end in rows instead of padded to the
     # longest, for a causal decoder that pads on the right (the same vectors, fewer positions computed). auto: on
