@@ -13,15 +13,16 @@ design, LoRA and loss), each timed on its own:
 It leaves out what the trainer adds around them (its sampler, collator, logging and callbacks); the full
 trainer's speed is ``benchmarks/train_throughput.py``. The model's arithmetic per step (4 x the weights a token
 meets x the positions the body computed, padding included: forward and the backward's input gradients) over the
-forward and backward seconds gives its rate, read against this machine's best square matrix product in the same
-precision (the share of that peak). With ``--ops N``,
-torch.profiler records the timed steps too and the N operators with the most self time are listed, per step (the
-profiler's own cost slows the step a little: the phase times of such a run are not the ones to quote). With
-``--compile`` and ``--pack``, the same batches run again after ``cftune.training.compile_blocks`` and packed
-(``cftune.packing``), in the same process, each variant's speed read against the eager padded one.
+forward and backward seconds gives its rate, read against this device's best square matrix product in the same
+precision (the share of that peak). With ``--ops N``, torch.profiler records the timed steps too and the N
+operators with the most self time are listed, per step (the profiler's own cost slows the step a little: the
+phase times of such a run are not the ones to quote). With ``--compile`` and ``--pack``, the same batches run
+again after ``cftune.training.compile_blocks`` and packed (``cftune.packing``), in the same process, each
+variant's speed read against the eager padded one. ``--device cuda`` times on a GPU (each phase waits for the
+device to finish; peak GPU memory per variant; operators by their GPU time).
 
 Usage: python benchmarks/train_step_profile.py [--recipe cpu-gemma3-270m] [--data-dir ../shared/data]
-       [--steps 3] [--batch N] [--compile] [--pack] [--ops N]
+       [--steps 3] [--batch N] [--compile] [--pack] [--ops N] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import statistics
 import time
 
 import torch
+from sentence_transformers.util import batch_to_device
 
 from cftune.config import load_config
 from cftune.data import load_training_data
@@ -53,7 +55,9 @@ def main() -> None:
                         help="then torch.compile each transformer block and time the same batches again")
     parser.add_argument("--pack", action="store_true",
                         help="time the same batches packed too (cftune.packing), eager and compiled")
-    parser.add_argument("--ops", type=int, default=0, help="list the N operators with the most self CPU time")
+    parser.add_argument("--ops", type=int, default=0,
+                        help="list the N operators with the most self time (on the device's clock on a GPU)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
 
     config = load_config(args.recipe, [f"data_dir={args.data_dir}"])
@@ -62,7 +66,7 @@ def main() -> None:
     batches = [{name: column[step * batch:(step + 1) * batch] for name, column in rows.columns.items()}
                for step in range(args.steps + 1)]
     torch.manual_seed(config.seed)
-    model = load_embedder(config.model, config.design)
+    model = load_embedder(config.model, config.design, device=args.device)
     model.max_seq_length = config.max_length
     add_lora(model, config)
     results = {}
@@ -73,7 +77,7 @@ def main() -> None:
             with packed_batches(model, packed):
                 name = "+".join(["compiled" if compiled else "eager"] + (["packed"] if packed else []))
                 results[name] = profile_steps(model, config, batches, args.ops)
-    peak = matmul_peak_gflops(resolve_precision(config.precision, model.device))
+    peak = matmul_peak_gflops(resolve_precision(config.precision, model.device), model.device)
     for result in results.values():
         # Model arithmetic: each computed position (padding included) meets every weight outside the token
         # embeddings twice in the forward pass (multiply, add) and twice in the backward (the input's gradient;
@@ -105,22 +109,27 @@ def profile_steps(model, config, batches: list[dict], ops: int) -> dict:
     counter = lm_body(model).get_input_embeddings().register_forward_pre_hook(
         lambda module, args: positions.append(positions.pop() + args[0].numel()))
     step_positions: list[int] = []
-    profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if ops else None
+    device = model.device
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA]
+                                                          if device.type == "cuda" else [])
+    profiler = torch.profiler.profile(activities=activities) if ops else None
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     for step, texts in enumerate(batches):
         if step == 1 and profiler is not None:
             profiler.start()  # the timed steps only
         positions[0] = 0
-        started = time.perf_counter()
-        features = [model.preprocess(column) for column in texts.values()]
-        prepared = time.perf_counter()
+        started = clock(device)
+        features = [batch_to_device(model.preprocess(column), device) for column in texts.values()]
+        prepared = clock(device)
         with autocast(precision, model.device):  # as the trainer calls it: candidate columns in one pass
             loss = loss_fn(features, None)
-        forward = time.perf_counter()
+        forward = clock(device)
         loss.backward()
-        backward = time.perf_counter()
+        backward = clock(device)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        done = time.perf_counter()
+        done = clock(device)
         if step == 0:
             first_step = done - started
             continue
@@ -136,30 +145,41 @@ def profile_steps(model, config, batches: list[dict], ops: int) -> dict:
             "median_seconds": {name: round(statistics.median(v), 3) for name, v in phases.items()},
             "share": {name: round(statistics.median(v) / step_s, 3) for name, v in phases.items()},
             "triplets_per_second": round(len(batches[0]["anchor"]) / step_s, 2),
-            **({"operators": top_operators(profiler, ops, len(batches) - 1)} if profiler is not None else {})}
+            **({"peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)}
+               if device.type == "cuda" else {}),
+            **({"operators": top_operators(profiler, ops, len(batches) - 1, device)} if profiler is not None else {})}
 
 
-def matmul_peak_gflops(precision: str, size: int = 2048, repeats: int = 10) -> float:
-    """What this machine's matrix product reaches at its best: a square product of ``size`` in the training's
-    precision, GFLOP/s (the ceiling for the model's arithmetic above)."""
+def clock(device: torch.device) -> float:
+    """Seconds, once the device has finished what it was given (a GPU runs behind the Python that feeds it)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def matmul_peak_gflops(precision: str, device: torch.device, repeats: int = 10) -> float:
+    """What this device's matrix product reaches at its best: a square product in the training's precision
+    (2048 on a CPU, 8192 on a GPU), GFLOP/s (the ceiling for the model's arithmetic above)."""
+    size = 8192 if device.type == "cuda" else 2048
     dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
     torch.mm(a, b)
-    started = time.perf_counter()
+    started = clock(device)
     for _ in range(repeats):
         torch.mm(a, b)
-    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
+    return 2 * size**3 * repeats / (clock(device) - started) / 1e9
 
 
-def top_operators(profiler, count: int, steps: int) -> list[dict]:
-    """The ``count`` operators with the most self CPU time over the profiled steps: seconds and calls per step,
-    and their share of all operators' self time."""
+def top_operators(profiler, count: int, steps: int, device: torch.device) -> list[dict]:
+    """The ``count`` operators with the most self time over the profiled steps (the CPU's, or on a GPU the
+    device's): seconds and calls per step, and their share of all operators' self time."""
     profiler.stop()
-    averages = [a for a in profiler.key_averages() if a.self_cpu_time_total > 0]
-    total = sum(a.self_cpu_time_total for a in averages)
-    averages.sort(key=lambda a: a.self_cpu_time_total, reverse=True)
-    return [{"operator": a.key, "seconds_per_step": round(a.self_cpu_time_total / 1e6 / steps, 3),
-             "calls_per_step": round(a.count / steps), "share": round(a.self_cpu_time_total / total, 3)}
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    averages = [a for a in profiler.key_averages() if getattr(a, key) > 0]
+    total = sum(getattr(a, key) for a in averages)
+    averages.sort(key=lambda a: getattr(a, key), reverse=True)
+    return [{"operator": a.key, "seconds_per_step": round(getattr(a, key) / 1e6 / steps, 3),
+             "calls_per_step": round(a.count / steps), "share": round(getattr(a, key) / total, 3)}
             for a in averages[:count]]
 
 

@@ -336,10 +336,24 @@ def test_scored_pairs_train_with_cosent_for_epochs_in_batches_with_a_warmup_rati
     (["loss=angle", "teacher=all-mpnet-base-v2"], "teacher: goes with loss infonce"),
     (["loss=mse"], "loss: must be one of infonce, cosent, angle"),
     (["epochs=0"], "epochs: must be > 0"), (["warmup_ratio=1"], "warmup_ratio: must be >= 0 and < 1"),
+    (["torch_compile=yes"], "torch_compile: must be one of auto, true, false"),
+    (["packing=on"], "packing: must be one of auto, true, false"),
 ])
 def test_training_option_mistakes_are_named(settings, problem):
     with pytest.raises(ConfigError, match=problem):
         load_config(None, settings)
+
+
+def test_compiling_without_a_cpp_compiler_is_refused_before_any_work(tiny_models, nli_dir, tmp_path, monkeypatch):
+    from cftune import training
+
+    monkeypatch.setattr(training.shutil, "which", lambda name: None)
+    monkeypatch.setattr(training.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="torch_compile: true needs a C[+][+] compiler on a CPU"):
+        train(tiny_config(tiny_models, nli_dir, torch_compile="true"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    assert load_config(None, ["torch_compile=true"]).torch_compile == "true"  # YAML's true reads as the word
+    assert load_config(overrides={"packing": False}).packing == "false"
 
 
 def test_the_model_card_names_the_base_model_and_data_by_hub_id(tiny_models, nli_dir, tmp_path, monkeypatch):

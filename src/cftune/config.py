@@ -160,6 +160,8 @@ def _coerce(value: str | object, kind, key: str):
         kind = next(a for a in origin_args if a is not type(None))
     if isinstance(value, str) and kind is not str:
         value = value.strip()  # " 5", "true " from --set; a text setting keeps its spaces
+    if kind is str and isinstance(value, bool):
+        return str(value).lower()  # YAML's `torch_compile: true` for a setting spelled auto | true | false
     if typing.get_origin(kind) is list:
         # a YAML list, or "640,256,128"; "+" also separates, so that one --grid level can hold a list
         items = value if isinstance(value, list) else [v for v in re.split(r"[,+\s]+", str(value)) if v]
@@ -314,8 +316,8 @@ CHECKS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("loss", lambda v: v in LOSSES, _one_of(LOSSES)),
     ("columns", _columns_ok, "role=column items"),
     ("finetune", lambda v: v in FINETUNES, _one_of(FINETUNES)),
-    ("torch_compile", lambda v: str(v).lower() in SWITCHES, _one_of(SWITCHES)),
-    ("packing", lambda v: str(v).lower() in SWITCHES, _one_of(SWITCHES)),
+    ("torch_compile", lambda v: v in SWITCHES, _one_of(SWITCHES)),
+    ("packing", lambda v: v in SWITCHES, _one_of(SWITCHES)),
     ("mntp_steps", lambda v: v >= 0, ">= 0 (0: off)"),
     ("mntp_mask", _finite(lambda v: 0 < v < 1), "> 0 and < 1"),
     ("max_rows", lambda v: v is None or v >= 1, "none or >= 1"),

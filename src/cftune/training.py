@@ -140,9 +140,8 @@ def wants_compile(config: TrainConfig, model) -> bool:
     COMPILE_MIN_WEIGHTS weights a token meets (Gemma 3 270M: 1.4x the eager step on a 2-core CPU,
     results/train-profile) when gradient checkpointing is off; a tiny model would spend more on compiling than
     it saves. On a GPU it was not measured: auto leaves it off there, true turns it on."""
-    setting = str(config.torch_compile).lower()
-    if setting != "auto":
-        return setting == "true"
+    if config.torch_compile != "auto":
+        return config.torch_compile == "true"
     return (model.device.type == "cpu" and has_cpp_compiler() and not config.gradient_checkpointing
             and weights_per_token(model) >= COMPILE_MIN_WEIGHTS)
 
@@ -151,8 +150,7 @@ def wants_packing(config: TrainConfig, model) -> bool:
     """The packing setting for this run: auto packs on a CPU (measured 1.24x a step of the CPU recipe,
     results/train-profile); on a GPU padding is cheap and packed attention masks keep SDPA off its fastest
     kernels (not measured there). Only models ``cftune.packing.can_pack`` are packed, whatever the setting."""
-    setting = str(config.packing).lower()
-    return setting == "true" or (setting == "auto" and model.device.type == "cpu")
+    return config.packing == "true" or (config.packing == "auto" and model.device.type == "cpu")
 
 
 def compile_blocks(model) -> int:
@@ -306,6 +304,8 @@ def train(config: TrainConfig, out: str | Path, *, resume: bool = False, callbac
     """
     validate(config)  # load_config did, but a TrainConfig may also be built in Python
     check_trackers_installed(config.report_to)
+    if config.torch_compile == "true" and not torch.cuda.is_available() and not has_cpp_compiler():
+        raise ConfigError("torch_compile: true needs a C++ compiler on a CPU (g++, clang++ or $CXX); none found")
     out = Path(out)
     check_run_target(out, config, resume)
     sets = load_training_sets(config)
