@@ -87,11 +87,10 @@ def main() -> None:
         result["model_gflop_per_step"] = round(flop / 1e9, 1)
         result["model_gflop_per_second"] = round(flop / 1e9 / compute, 1)
         result["share_of_matmul_peak"] = round(flop / 1e9 / compute / peak, 2)
+        result["vs_eager"] = round(result["triplets_per_second"] / results["eager"]["triplets_per_second"], 2)
     summary = {"recipe": args.recipe, "model": config.model, "batch": batch, "machine": machine(),
                "precision": resolve_precision(config.precision, model.device), "timed_steps": args.steps,
                "matmul_peak_gflop_per_second": round(peak, 1), **results}
-    for result in results.values():
-        result["vs_eager"] = round(result["triplets_per_second"] / results["eager"]["triplets_per_second"], 2)
     print(json.dumps(summary, indent=2))
 
 
