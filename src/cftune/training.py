@@ -137,9 +137,9 @@ def has_cpp_compiler() -> bool:
 
 def wants_compile(config: TrainConfig, model) -> bool:
     """The torch_compile setting for this model: auto compiles, on a CPU with a C++ compiler, a body of at least
-    COMPILE_MIN_WEIGHTS weights a token meets (Gemma 3 270M: 1.4x the eager step on a 2-core CPU,
-    results/train-profile) when gradient checkpointing is off; a tiny model would spend more on compiling than
-    it saves. On a GPU it was not measured: auto leaves it off there, true turns it on."""
+    COMPILE_MIN_WEIGHTS weights a token meets (Gemma 3 270M's step gains most, results/train-profile) when
+    gradient checkpointing is off; a tiny model would spend more on compiling than it saves. On a GPU it was not
+    measured: auto leaves it off there, true turns it on."""
     if config.torch_compile != "auto":
         return config.torch_compile == "true"
     return (model.device.type == "cpu" and has_cpp_compiler() and not config.gradient_checkpointing
@@ -147,9 +147,10 @@ def wants_compile(config: TrainConfig, model) -> bool:
 
 
 def wants_packing(config: TrainConfig, model) -> bool:
-    """The packing setting for this run: auto packs on a CPU (measured 1.24x a step of the CPU recipe,
-    results/train-profile); on a GPU padding is cheap and packed attention masks keep SDPA off its fastest
-    kernels (not measured there). Only models ``cftune.packing.can_pack`` are packed, whatever the setting."""
+    """The packing setting for this run: auto packs on a CPU, where a padded position costs what a token does
+    (results/train-profile); on a GPU padding is cheaper and packed attention masks may keep SDPA off its
+    fastest kernels (not measured there). Only models ``cftune.packing.can_pack`` are packed, whatever the
+    setting."""
     return config.packing == "true" or (config.packing == "auto" and model.device.type == "cpu")
 
 
