@@ -77,7 +77,8 @@ def main() -> None:
             with packed_batches(model, packed):
                 name = "+".join(["compiled" if compiled else "eager"] + (["packed"] if packed else []))
                 results[name] = profile_steps(model, config, batches, args.ops)
-    peak = matmul_peak_gflops(resolve_precision(config.precision, model.device), model.device)
+    precision = resolve_precision(config.precision, model.device)
+    peak = matmul_peak_gflops(precision, model.device)
     for result in results.values():
         # Model arithmetic: each computed position (padding included) meets every weight outside the token
         # embeddings twice in the forward pass (multiply, add) and twice in the backward (the input's gradient;
@@ -89,7 +90,7 @@ def main() -> None:
         result["share_of_matmul_peak"] = round(flop / 1e9 / compute / peak, 2)
         result["vs_eager"] = round(result["triplets_per_second"] / results["eager"]["triplets_per_second"], 2)
     summary = {"recipe": args.recipe, "model": config.model, "batch": batch, "machine": machine(),
-               "precision": resolve_precision(config.precision, model.device), "timed_steps": args.steps,
+               "precision": precision, "timed_steps": args.steps,
                "matmul_peak_gflop_per_second": round(peak, 1), **results}
     print(json.dumps(summary, indent=2))
 

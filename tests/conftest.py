@@ -124,6 +124,12 @@ def assert_is_a_plot(png: Path, size: tuple[int, int]) -> bool:
     return True
 
 
+def logged(run: Path, key: str) -> list:
+    """Every value of ``key`` in a run's train_log.jsonl, in step order (rows without it skipped)."""
+    rows = map(json.loads, (run / "train_log.jsonl").read_text().splitlines())
+    return [row[key] for row in rows if key in row]
+
+
 def write_jsonl(path: Path, rows: list) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")

@@ -21,7 +21,7 @@ from cftune.distill import DistillationLoss, Teacher, fill_cache
 from cftune.encoding import encode
 from cftune.models import prepare_for_inference
 from cftune.training import train
-from conftest import CORPUS, TRIPLETS
+from conftest import CORPUS, TRIPLETS, logged
 
 
 class CountingTeacher:
@@ -265,8 +265,7 @@ def test_a_student_learns_from_a_teacher_on_plain_unlabelled_text(tiny_models, n
     assert main(argv) == 0
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     assert summary["rows"] == len(texts) and summary["projection"] is False  # KL needs no map
-    losses = [row["loss"] for row in map(json.loads, (tmp_path / "run" / "train_log.jsonl").read_text().splitlines())
-              if "loss" in row]
+    losses = logged(tmp_path / "run", "loss")
     assert np.mean(losses[-4:]) < 0.7 * np.mean(losses[:4]), losses  # the student's similarities move to the teacher's
     # with a contrastive loss, plain texts are refused: they have no positives
     assert main([*argv[:-2], "--set", "contrastive_weight=1", "--out", str(tmp_path / "other")]) == 2

@@ -1,14 +1,9 @@
-import json
-
-import numpy as np
 import pytest
 import torch
-from test_training import tiny_config
 
 from cftune import load_embedder
 from cftune.design import EmbedderDesign, lm_body
 from cftune.packing import can_pack, packed_batches, packed_states, row_layout
-from cftune.training import train
 from conftest import CORPUS, DECODERS
 
 TEXTS = [*CORPUS[:6], "A much longer sentence about a man who plays a guitar in the park beside two dogs.", "Hi."]
@@ -49,14 +44,3 @@ def test_only_causal_right_padded_last_layer_models_are_packed(tiny_models):
     assert not can_pack(load_embedder(str(tiny_models["llama"]), EmbedderDesign(pooled_layers=2)))
     with packed_batches(load_embedder(str(tiny_models["bert"]))) as on:
         assert not on
-
-
-def test_packed_training_gives_the_padded_losses(tiny_models, nli_dir, tmp_path):
-    losses = {}
-    for packing in ("false", "true"):
-        config = tiny_config(tiny_models, nli_dir, packing=packing, max_steps=6, eval_steps=0, save_steps=6)
-        run = train(config, tmp_path / packing)
-        losses[packing] = [row["loss"] for row in map(json.loads, (run / "train_log.jsonl").read_text().splitlines())
-                           if "loss" in row]
-    assert len(losses["true"]) == 3 and losses["true"][-1] < losses["true"][0]
-    np.testing.assert_allclose(losses["true"], losses["false"], rtol=1e-4)

@@ -15,7 +15,7 @@ from cftune.data import read_triplets
 from cftune.design import EmbedderDesign
 from cftune.export import export
 from cftune.training import add_lora, build_loss, train
-from conftest import TRIPLETS, assert_is_a_plot, write_jsonl
+from conftest import TRIPLETS, assert_is_a_plot, logged, write_jsonl
 
 
 def tiny_config(tiny_models, nli_dir, **settings):
@@ -101,20 +101,20 @@ def test_training_lowers_the_loss_and_saves_a_plain_model(tiny_models, nli_dir, 
     np.testing.assert_allclose(SentenceTransformer(str(merged)).encode(texts), tuned, atol=1e-4)
 
 
-def test_compiled_blocks_train_the_same_model(tiny_models, nli_dir, tmp_path):
-    """torch_compile changes the kernels, not the arithmetic: the same losses step by step (fp32), and a saved
-    model that plain sentence-transformers loads and that embeds as the eager run's does."""
-    runs = {}
-    for compiled in (False, True):
-        config = tiny_config(tiny_models, nli_dir, torch_compile=compiled, max_steps=6, eval_steps=0, save_steps=6)
-        runs[compiled] = train(config, tmp_path / f"compiled-{compiled}")
-    losses = {compiled: [row["loss"] for row in map(json.loads, (run / "train_log.jsonl").read_text().splitlines())
-                         if "loss" in row] for compiled, run in runs.items()}
-    assert len(losses[True]) == 3 and losses[True][-1] < losses[True][0]
-    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
+@pytest.mark.parametrize("setting", ["torch_compile", "packing"])
+def test_speed_settings_change_the_kernels_not_the_arithmetic(tiny_models, nli_dir, tmp_path, setting):
+    """Compiled blocks and packed batches: the same losses step by step as the plain run (fp32), and a saved
+    model that plain sentence-transformers loads and that embeds as the plain run's does."""
+    runs = {value: train(tiny_config(tiny_models, nli_dir, **{"torch_compile": "false", "packing": "false",
+                                                               setting: value}, max_steps=6, eval_steps=0,
+                                     save_steps=6), tmp_path / value)
+            for value in ("false", "true")}
+    losses = {value: logged(run, "loss") for value, run in runs.items()}
+    assert len(losses["true"]) == 3 and losses["true"][-1] < losses["true"][0]
+    np.testing.assert_allclose(losses["true"], losses["false"], rtol=1e-4)
     texts = [t[0] for t in TRIPLETS[:4]]
-    np.testing.assert_allclose(SentenceTransformer(str(runs[True])).encode(texts),
-                               SentenceTransformer(str(runs[False])).encode(texts), atol=1e-4)
+    np.testing.assert_allclose(SentenceTransformer(str(runs["true"])).encode(texts),
+                               SentenceTransformer(str(runs["false"])).encode(texts), atol=1e-4)
 
 
 def test_resume_after_a_crash_reproduces_the_uninterrupted_run(tiny_models, nli_dir, tmp_path, monkeypatch):
@@ -247,9 +247,7 @@ def test_report_to_tensorboard_gets_the_logged_losses(tiny_models, nli_dir, tmp_
     pytest.importorskip("tensorboardX")
     run = train(tiny_config(tiny_models, nli_dir, report_to=["tensorboard"], eval_steps=0, max_steps=4,
                             logging_steps=1), tmp_path / "run")
-    logged = [row["loss"] for row in map(json.loads, (run / "train_log.jsonl").read_text().splitlines())
-              if "loss" in row]
-    assert tensorboard_scalars(run / "checkpoints")["train/loss"] == pytest.approx(logged, rel=1e-5)
+    assert tensorboard_scalars(run / "checkpoints")["train/loss"] == pytest.approx(logged(run, "loss"), rel=1e-5)
 
 
 def test_a_tracker_that_is_not_installed_stops_training_before_the_model_loads(tiny_models, nli_dir, tmp_path,
@@ -319,8 +317,7 @@ def test_scored_pairs_train_with_cosent_for_epochs_in_batches_with_a_warmup_rati
                  "--out", str(out)]) == 0
     summary = json.loads((out / "train_summary.json").read_text())
     assert (summary["steps"], summary["warmup_steps"], summary["rows"]) == (6, 1, 30)
-    rates = [row["learning_rate"] for row in map(json.loads, (out / "train_log.jsonl").read_text().splitlines())
-             if "learning_rate" in row]
+    rates = logged(out, "learning_rate")
     # the first step is the warm-up (from 0), the second at the full rate, then the cosine decay
     assert rates[:2] == pytest.approx([0, 1e-3]) and rates[-1] < rates[1]
     assert prompt_of(load_embedder(str(out))) == 'This sentence : "{text}" means in one word:"'  # auto: eol

@@ -53,12 +53,12 @@ def packed_states(body, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     """The body's last hidden states for a right-padded batch, computed packed and returned padded (zeros at the
     padding, which pooling masks out)."""
     real = attention_mask.bool()
-    lengths = real.sum(dim=1).tolist()
-    rows, offsets, width = row_layout(lengths, row_tokens)
+    lengths = real.sum(dim=1)
+    rows, offsets, width = row_layout(lengths.tolist(), row_tokens)
     # where each real token goes in the packed rows, in the order real[...] lists them (row by row)
     starts = torch.tensor(rows, device=input_ids.device) * width + torch.tensor(offsets, device=input_ids.device)
     positions = torch.arange(real.shape[1], device=input_ids.device).expand_as(real)[real]
-    target = starts.repeat_interleave(real.sum(dim=1)) + positions
+    target = starts.repeat_interleave(lengths) + positions
     count = rows[-1] + 1
     packed_ids = input_ids.new_zeros(count * width)
     packed_ids[target] = input_ids[real]
