@@ -22,7 +22,7 @@ variant's speed read against the eager padded one. ``--device cuda`` times on a 
 device to finish; peak GPU memory per variant; operators by their GPU time).
 
 Usage: python benchmarks/train_step_profile.py [--recipe cpu-gemma3-270m] [--data-dir ../shared/data]
-       [--steps 3] [--batch N] [--compile] [--pack] [--ops N] [--device cpu|cuda]
+       [--steps 3] [--batch N] [--compile] [--pack] [--ops N] [--device cpu|cuda] [--set KEY=VALUE]
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="cpu-gemma3-270m")
     parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any training setting over the recipe's, as `cftune train --set` (repeatable)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps, after one untimed warm-up step")
     parser.add_argument("--batch", type=int, help="triplets per step (default: the recipe's)")
     parser.add_argument("--compile", action="store_true",
@@ -60,7 +62,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
 
-    config = load_config(args.recipe, [f"data_dir={args.data_dir}"])
+    config = load_config(args.recipe, [f"data_dir={args.data_dir}", *args.set])
     batch = args.batch or config.batch_size
     rows = load_training_data(config.data, config.data_dir, max_rows=batch * (args.steps + 1))
     batches = [{name: column[step * batch:(step + 1) * batch] for name, column in rows.columns.items()}

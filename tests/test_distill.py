@@ -299,4 +299,24 @@ def test_eval_scores_a_teacher_with_its_named_prompt(teacher_folder, sts_dir, tm
     assert result["prompt"] == "similar: "
     capsys.readouterr()
     assert main([*argv[:-2], "--prompt-name", "passage"]) == 2
-    assert "prompt name 'passage': this model has " in capsys.readouterr().err
+    assert f"--prompt-name: {teacher_folder} has no prompt 'passage'; its prompts: STS" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["eval", "--tasks", "STS12", "--prompt-name", "passage"],
+                                     ["embed", "--prompt-name", "passage"],
+                                     ["similarity", "a", "b", "--prompt-name-b", "passage"],
+                                     ["serve", "--default-prompt-name", "passage"]], ids=lambda c: c[0])
+def test_a_prompt_name_the_model_lacks_fails_before_it_loads(command, teacher_folder, sts_dir, tmp_path):
+    """Every command taking a named prompt reads the model's declared prompts from its folder: a name it lacks
+    is a one-line error before torch is imported (and nothing is written)."""
+    from test_cli import probe
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("a\n")
+    extra = {"eval": ["--data-dir", str(sts_dir), "--out", str(tmp_path / "out")],
+             "embed": ["--input", str(texts), "--out", str(tmp_path / "vectors.npy")]}.get(command[0], [])
+    before = sorted(tmp_path.rglob("*"))
+    code, heavy, stderr = probe(*command, "--model", str(teacher_folder), *extra)
+    assert (code, heavy) == (2, [])
+    assert stderr.strip().endswith("has no prompt 'passage'; its prompts: STS, document, query")
+    assert sorted(tmp_path.rglob("*")) == before

@@ -504,12 +504,13 @@ def _serve(args: argparse.Namespace) -> None:
     import os
 
     from cftune.data import iter_texts
-    from cftune.encoding import encode
-    from cftune.serving import API_KEY_ENV, ServeSettings, serve, served_max_tokens
 
     # int8/uint8 outputs scale each dimension to the range these texts span; a bad file fails before the model
     texts = [row.text for row in iter_texts(args.calibration)] if args.calibration else []
     check_model_arguments(args)
+    from cftune.encoding import encode  # torch: only once the inputs are checked
+    from cftune.serving import API_KEY_ENV, ServeSettings, serve, served_max_tokens
+
     model = load_model(args)
     max_tokens = served_max_tokens(model, args.max_tokens)  # more than the model reads fails now, in one line
     calibration = encode(model, texts, precision=args.precision).numpy() if texts else None
@@ -581,16 +582,19 @@ def check_report_arguments(args: argparse.Namespace) -> None:
 
 
 def check_model_arguments(args: argparse.Namespace) -> None:
-    """--model and --adapter exist (a hub id: on the hub, or in the local cache offline), checked before torch
-    is imported."""
+    """--model and --adapter exist (a hub id: on the hub, or in the local cache offline), and a named prompt
+    asked for is one the model declares, checked before torch is imported."""
     from cftune.config import check_quantization
-    from cftune.sources import check_adapter, check_source
+    from cftune.sources import check_adapter, check_prompt_declared, check_source
 
     if args.quantize and args.device:  # without --device, finding the device imports torch: load_model checks it
         check_quantization(args.quantize, args.device)
     check_source(args.model)
     if args.adapter is not None:
         check_adapter(args.adapter)
+        return  # an adapter's folder may bring prompts of its own: checked once loaded
+    for flag in ("prompt_name", "prompt_name_a", "prompt_name_b", "default_prompt_name"):
+        check_prompt_declared(args.model, getattr(args, flag, None), "--" + flag.replace("_", "-"))
 
 
 def print_skipped(skipped: list[str], shown: int = 20) -> None:

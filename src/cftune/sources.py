@@ -167,20 +167,39 @@ def named_prompts_of(folder: Path) -> dict[str, str]:
         return {}
 
 
-def check_teacher(name: str, prompt_name: str | None) -> None:
-    """A distillation teacher that exists and has the named prompt asked for, checked before any work."""
-    from cftune.errors import ConfigError
-
+def declared_prompts(name: str) -> dict[str, str] | None:
+    """The named prompts a sentence-transformers model declares in its config, read without loading it (from the
+    hub where it lives there); None where the model is no such model (a raw LM gets its prompts from its design
+    as it loads)."""
     source, _ = check_source(name)
     if Path(source).is_dir():
-        prompts = named_prompts_of(Path(source))
-    else:  # a hub id, there (check_source asked): its prompts come with its sentence-transformers config
-        from huggingface_hub import hf_hub_download
+        declared = (Path(source) / "config_sentence_transformers.json").exists()
+        return named_prompts_of(Path(source)) if declared else None
+    from huggingface_hub import hf_hub_download
 
-        try:
-            prompts = named_prompts_of(Path(hf_hub_download(source, "config_sentence_transformers.json")).parent)
-        except Exception:  # noqa: BLE001 - a model without that file has no named prompts
-            prompts = {}
-    if prompt_name is not None and prompt_name not in prompts:
-        raise ConfigError(f"teacher_prompt: {name} has no prompt {prompt_name!r}; its prompts: "
+    try:
+        return named_prompts_of(Path(hf_hub_download(source, "config_sentence_transformers.json")).parent)
+    except Exception:  # noqa: BLE001 - a model without that file declares no prompts
+        return None
+
+
+def check_prompt_declared(name: str, prompt_name: str | None, setting: str, undeclared: dict | None = None) -> None:
+    """A named prompt asked for (``setting`` names where) is one the model declares, checked before it loads.
+    A model declaring none has the prompts ``undeclared``: None leaves it unchecked (a raw LM's prompts are known
+    once it loads, and ``cftune.encoding.check_prompt_name`` checks then)."""
+    from cftune.errors import ConfigError
+
+    if prompt_name is None:
+        return
+    prompts = declared_prompts(name)
+    prompts = undeclared if prompts is None else prompts
+    if prompts is not None and prompt_name not in prompts:
+        raise ConfigError(f"{setting}: {name} has no prompt {prompt_name!r}; its prompts: "
                           + (", ".join(prompts) or "none"))
+
+
+def check_teacher(name: str, prompt_name: str | None) -> None:
+    """A distillation teacher that exists and has the named prompt asked for, checked before any work (a teacher
+    declaring no prompts has none)."""
+    check_source(name)
+    check_prompt_declared(name, prompt_name, "teacher_prompt", undeclared={})
