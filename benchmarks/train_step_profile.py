@@ -149,7 +149,7 @@ def profile_steps(model, config, batches: list[dict], ops: int) -> dict:
             "triplets_per_second": round(len(batches[0]["anchor"]) / step_s, 2),
             **({"peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)}
                if device.type == "cuda" else {}),
-            **({"operators": top_operators(profiler, ops, len(batches) - 1, device)} if profiler is not None else {})}
+            **(top_operators(profiler, ops, len(batches) - 1, device) if profiler is not None else {})}
 
 
 def clock(device: torch.device) -> float:
@@ -172,17 +172,19 @@ def matmul_peak_gflops(precision: str, device: torch.device, repeats: int = 10) 
     return 2 * size**3 * repeats / (clock(device) - started) / 1e9
 
 
-def top_operators(profiler, count: int, steps: int, device: torch.device) -> list[dict]:
+def top_operators(profiler, count: int, steps: int, device: torch.device) -> dict:
     """The ``count`` operators with the most self time over the profiled steps (the CPU's, or on a GPU the
-    device's): seconds and calls per step, and their share of all operators' self time."""
+    device's): seconds and calls per step, and their share of all operators' self time; and that time per step
+    in all (on a GPU: how long the device was busy, against the step's wall time)."""
     profiler.stop()
     key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     averages = [a for a in profiler.key_averages() if getattr(a, key) > 0]
     total = sum(getattr(a, key) for a in averages)
     averages.sort(key=lambda a: getattr(a, key), reverse=True)
-    return [{"operator": a.key, "seconds_per_step": round(getattr(a, key) / 1e6 / steps, 3),
-             "calls_per_step": round(a.count / steps), "share": round(getattr(a, key) / total, 3)}
-            for a in averages[:count]]
+    top = [{"operator": a.key, "seconds_per_step": round(getattr(a, key) / 1e6 / steps, 3),
+            "calls_per_step": round(a.count / steps), "share": round(getattr(a, key) / total, 3)}
+           for a in averages[:count]]
+    return {"operators": top, "operator_seconds_per_step": round(total / 1e6 / steps, 3)}
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Training throughput on a lent GPU machine, before and after, in one call (issue 22). Run by the device tool
 # with `carry: [".cache/gpu-kit"]` after `bash benchmarks/gpu/prepare.sh` here:
-#   bash benchmarks/gpu/measure.sh
+#   bash benchmarks/gpu/measure.sh [profile] [train] [ops]      (default: profile train)
 # It installs the kit's wheels, builds Gemma 3 270M with random weights (speed does not depend on their
 # values), then writes to $OUT:
 #   step-b64.json, step-b256.json   benchmarks/train_step_profile.py: one step by phase, eager vs compiled
 #                                   blocks vs packed, peak GPU memory, share of the matmul peak
 #   train-eager.json, train-fast.json  `cftune train` (LoRA r 64 all-linear, eol prompt, NLI triplets), the
 #                                   summary of a run with torch_compile and packing off, then both on
+#   step-ops.json                   (stage ops) the eager step at batch 64, its operators by GPU time and the
+#                                   GPU's busy time per step against the step's wall time (profiled: long)
 #   log.txt                         everything printed
 # Each stage has a time limit (seconds: PROFILE_LIMIT, TRAIN_LIMIT) so that the call ends inside the device tool's
 # 10 minutes whatever happens, with the stages done so far in $OUT.
@@ -32,17 +34,31 @@ model=/tmp/gemma3-270m-random
 [ -d "$model" ] || python3 benchmarks/gpu/random_weights.py "$kit/model" "$model" || exit 1
 data=$kit/data
 recipe=(--set "model=$model" --set lora.r=64 --set lora.alpha=128)
-for batch in ${BATCHES:-64 256}; do
-  timeout "${PROFILE_LIMIT:-170}" python3 benchmarks/train_step_profile.py --data-dir "$data" "${recipe[@]}" --batch "$batch" \
-    --steps "${STEPS:-5}" --compile --pack > "$OUT/step-b$batch.json"
-  echo "step profile, batch $batch: exit $?"
-done
-for variant in eager fast; do
-  speed=$([ "$variant" = fast ] && echo true || echo false)
-  rm -rf "/tmp/run-$variant"
-  timeout "${TRAIN_LIMIT:-110}" python3 -m cftune.cli train --config cpu-gemma3-270m --data-dir "$data" "${recipe[@]}" --set batch_size=64 \
-    --set "max_steps=${TRAIN_STEPS:-40}" --set eval_steps=0 --set save_steps=100000 --set logging_steps=10 \
-    --set "torch_compile=$speed" --set "packing=$speed" --out "/tmp/run-$variant"
-  echo "train, $variant: exit $?"
-  cp "/tmp/run-$variant/train_summary.json" "$OUT/train-$variant.json"
-done
+stages=" ${*:-profile train} "
+profile() {  # train_step_profile.py on the kit's model and data; its other arguments: "$@"
+  timeout "${PROFILE_LIMIT:-170}" python3 benchmarks/train_step_profile.py --data-dir "$data" "${recipe[@]}" \
+    --steps "${STEPS:-5}" "$@"
+}
+if [[ $stages == *" profile "* ]]; then
+  for batch in ${BATCHES:-64 256}; do
+    profile --batch "$batch" --compile --pack > "$OUT/step-b$batch.json"
+    echo "step profile, batch $batch: exit $?"
+  done
+fi
+if [[ $stages == *" train "* ]]; then
+  for variant in eager fast; do
+    speed=$([ "$variant" = fast ] && echo true || echo false)
+    rm -rf "/tmp/run-$variant"
+    timeout "${TRAIN_LIMIT:-110}" python3 -m cftune.cli train --config cpu-gemma3-270m --data-dir "$data" \
+      "${recipe[@]}" --set batch_size=64 --set "max_steps=${TRAIN_STEPS:-40}" --set eval_steps=0 \
+      --set save_steps=100000 --set logging_steps=10 --set "torch_compile=$speed" --set "packing=$speed" \
+      --out "/tmp/run-$variant"
+    echo "train, $variant: exit $?"
+    cp "/tmp/run-$variant/train_summary.json" "$OUT/train-$variant.json"
+  done
+fi
+if [[ $stages == *" ops "* ]]; then
+  batches=${BATCHES:-64 256}
+  profile --batch "${batches%% *}" --ops 15 > "$OUT/step-ops.json"  # the first batch size, eager
+  echo "operators: exit $?"
+fi
