@@ -9,7 +9,8 @@
 #   train-eager.json, train-fast.json  `cftune train` (LoRA r 64 all-linear, eol prompt, NLI triplets), the
 #                                   summary of a run with torch_compile and packing off, then both on
 #   step-ops.json                   (stage ops) the eager step at batch 64, its operators by GPU time and the
-#                                   GPU's busy time per step against the step's wall time (profiled: long)
+#                                   GPU's busy time per step against the step's wall time (profiled: long);
+#   data-path.json                  (stage ops) the trainer's DataLoader alone on that machine's CPU
 #   log.txt                         everything printed
 # Each stage has a time limit (seconds: PROFILE_LIMIT, TRAIN_LIMIT) so that the call ends inside the device tool's
 # 10 minutes whatever happens, with the stages done so far in $OUT.
@@ -61,4 +62,7 @@ if [[ $stages == *" ops "* ]]; then
   batches=${BATCHES:-64 256}
   profile --batch "${batches%% *}" --ops 15 > "$OUT/step-ops.json"  # the first batch size, eager
   echo "operators: exit $?"
+  timeout "${PROFILE_LIMIT:-170}" python3 benchmarks/train_data_path.py --data-dir "$data" "${recipe[@]}" \
+    --batches 64,256 > "$OUT/data-path.json"
+  echo "data path: exit $?"
 fi
