@@ -101,20 +101,22 @@ def test_training_lowers_the_loss_and_saves_a_plain_model(tiny_models, nli_dir, 
     np.testing.assert_allclose(SentenceTransformer(str(merged)).encode(texts), tuned, atol=1e-4)
 
 
-@pytest.mark.parametrize("setting", ["torch_compile", "packing"])
-def test_speed_settings_change_the_kernels_not_the_arithmetic(tiny_models, nli_dir, tmp_path, setting):
-    """Compiled blocks and packed batches: the same losses step by step as the plain run (fp32), and a saved
-    model that plain sentence-transformers loads and that embeds as the plain run's does."""
-    runs = {value: train(tiny_config(tiny_models, nli_dir, **{"torch_compile": "false", "packing": "false",
-                                                               setting: value}, max_steps=6, eval_steps=0,
-                                     save_steps=6), tmp_path / value)
-            for value in ("false", "true")}
-    losses = {value: logged(run, "loss") for value, run in runs.items()}
-    assert len(losses["true"]) == 3 and losses["true"][-1] < losses["true"][0]
-    np.testing.assert_allclose(losses["true"], losses["false"], rtol=1e-4)
+@pytest.mark.parametrize("setting, fast", [("torch_compile", "true"), ("packing", "true"),
+                                           ("dataloader_workers", 2)])
+def test_speed_settings_change_the_kernels_not_the_arithmetic(tiny_models, nli_dir, tmp_path, setting, fast):
+    """Compiled blocks, packed batches, batches prepared in worker processes: the same losses step by step as the
+    plain run (fp32), and a saved model that plain sentence-transformers loads and that embeds as the plain
+    run's does."""
+    plain = {"torch_compile": "false", "packing": "false", "dataloader_workers": 0}
+    runs = {name: train(tiny_config(tiny_models, nli_dir, **plain | settings, max_steps=6, eval_steps=0,
+                                    save_steps=6), tmp_path / name)
+            for name, settings in (("plain", {}), ("fast", {setting: fast}))}
+    losses = {name: logged(run, "loss") for name, run in runs.items()}
+    assert len(losses["fast"]) == 3 and losses["fast"][-1] < losses["fast"][0]
+    np.testing.assert_allclose(losses["fast"], losses["plain"], rtol=1e-4)
     texts = [t[0] for t in TRIPLETS[:4]]
-    np.testing.assert_allclose(SentenceTransformer(str(runs["true"])).encode(texts),
-                               SentenceTransformer(str(runs["false"])).encode(texts), atol=1e-4)
+    np.testing.assert_allclose(SentenceTransformer(str(runs["fast"])).encode(texts),
+                               SentenceTransformer(str(runs["plain"])).encode(texts), atol=1e-4)
 
 
 def test_resume_after_a_crash_reproduces_the_uninterrupted_run(tiny_models, nli_dir, tmp_path, monkeypatch):
@@ -335,6 +337,7 @@ def test_scored_pairs_train_with_cosent_for_epochs_in_batches_with_a_warmup_rati
     (["epochs=0"], "epochs: must be > 0"), (["warmup_ratio=1"], "warmup_ratio: must be >= 0 and < 1"),
     (["torch_compile=yes"], "torch_compile: must be one of auto, true, false"),
     (["packing=on"], "packing: must be one of auto, true, false"),
+    (["dataloader_workers=-1"], "dataloader_workers: must be >= 0"),
 ])
 def test_training_option_mistakes_are_named(settings, problem):
     with pytest.raises(ConfigError, match=problem):

@@ -11,6 +11,7 @@
 #   step-ops.json                   (stage ops) the eager step at batch 64, its operators by GPU time and the
 #                                   GPU's busy time per step against the step's wall time (profiled: long);
 #   data-path.json                  (stage ops) the trainer's DataLoader alone on that machine's CPU
+#   train-fast-workers.json         (stage ops) train-fast's run with 2 dataloader_workers preparing batches
 #   log.txt                         everything printed
 # Each stage has a time limit (seconds: PROFILE_LIMIT, TRAIN_LIMIT) so that the call ends inside the device tool's
 # 10 minutes whatever happens, with the stages done so far in $OUT.
@@ -46,17 +47,18 @@ if [[ $stages == *" profile "* ]]; then
     echo "step profile, batch $batch: exit $?"
   done
 fi
+train() {  # `cftune train` at batch 64 on the kit's model and data, into $OUT/train-NAME.json; NAME, settings
+  local name=$1; shift
+  rm -rf "/tmp/run-$name"
+  timeout "${TRAIN_LIMIT:-110}" python3 -m cftune.cli train --config cpu-gemma3-270m --data-dir "$data" \
+    "${recipe[@]}" --set batch_size=64 --set "max_steps=${TRAIN_STEPS:-40}" --set eval_steps=0 \
+    --set save_steps=100000 --set logging_steps=10 "$@" --out "/tmp/run-$name"
+  echo "train, $name: exit $?"
+  cp "/tmp/run-$name/train_summary.json" "$OUT/train-$name.json"
+}
 if [[ $stages == *" train "* ]]; then
-  for variant in eager fast; do
-    speed=$([ "$variant" = fast ] && echo true || echo false)
-    rm -rf "/tmp/run-$variant"
-    timeout "${TRAIN_LIMIT:-110}" python3 -m cftune.cli train --config cpu-gemma3-270m --data-dir "$data" \
-      "${recipe[@]}" --set batch_size=64 --set "max_steps=${TRAIN_STEPS:-40}" --set eval_steps=0 \
-      --set save_steps=100000 --set logging_steps=10 --set "torch_compile=$speed" --set "packing=$speed" \
-      --out "/tmp/run-$variant"
-    echo "train, $variant: exit $?"
-    cp "/tmp/run-$variant/train_summary.json" "$OUT/train-$variant.json"
-  done
+  train eager --set torch_compile=false --set packing=false
+  train fast --set torch_compile=true --set packing=true
 fi
 if [[ $stages == *" ops "* ]]; then
   batches=${BATCHES:-64 256}
@@ -65,4 +67,5 @@ if [[ $stages == *" ops "* ]]; then
   timeout "${PROFILE_LIMIT:-170}" python3 benchmarks/train_data_path.py --data-dir "$data" "${recipe[@]}" \
     --batches 64,256 > "$OUT/data-path.json"
   echo "data path: exit $?"
+  train fast-workers --set torch_compile=true --set packing=true --set dataloader_workers=2
 fi

@@ -517,6 +517,7 @@ def training_arguments(config: TrainConfig, run: RunFolder, schedule: tuple[int,
         seed=config.seed,
         data_seed=config.seed,
         dataloader_drop_last=True,
+        dataloader_num_workers=config.dataloader_workers,
         report_to=config.report_to or "none",
     )
 
