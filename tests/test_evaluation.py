@@ -62,11 +62,13 @@ def test_data_dir_can_come_from_the_environment(tiny_models, sts_dir, monkeypatc
     assert result.sources["BIOSSES"] == str(sts_dir / "sts" / "BIOSSES.jsonl")
 
 
-def test_encoding_estimate_times_a_sample_spread_over_the_lengths(tiny_models, monkeypatch, caplog):
+def test_encoding_estimate_times_batches_as_the_pass_forms_them(tiny_models, monkeypatch, caplog):
+    """The estimate times batches of neighbours in length, one from each quarter of the length order (as the pass
+    batches its sentences), after a warm-up batch."""
     from cftune import evaluation
 
     model = load_embedder(str(tiny_models["llama"]))
-    sentences = [" ".join(["word"] * (1 + i % 40)) + f" {i}" for i in range(800)]
+    sentences = [" ".join(["word"] * (1 + i % 40)) + f" {i}" for i in range(1600)]
     seen = []
     real_encode = evaluation.encode
 
@@ -77,13 +79,14 @@ def test_encoding_estimate_times_a_sample_spread_over_the_lengths(tiny_models, m
     monkeypatch.setattr(evaluation, "encode", recording_encode)
     caplog.set_level("INFO")
     seconds = evaluation.log_encoding_estimate(model, sentences, batch_size=32, precision="float32")
-    warm_up, sample = seen
-    assert len(warm_up) == 32 and len(sample) == 64
-    # the sample covers the short and the long sentences, not only one end of the length range
-    lengths = sorted(len(s.split()) for s in sample)
-    assert lengths[0] <= 3 and lengths[-1] >= 38
-    assert seconds > 0 and "for 800 sentences" in caplog.text
-    assert evaluation.log_encoding_estimate(model, sentences[:100], batch_size=32, precision="float32") is None
+    warm_up, *batches = seen
+    assert len(warm_up) == 32 and [len(batch) for batch in batches] == [32] * 4
+    # words per sentence run 1..40, 40 sentences of each: quarter q's middle batch holds lengths near 10q + 5
+    for quarter, batch in enumerate(batches):
+        lengths = [len(s.split()) - 1 for s in batch]
+        assert max(lengths) - min(lengths) <= 1 and abs(min(lengths) - (10 * quarter + 5)) <= 1
+    assert seconds > 0 and "for 1600 sentences" in caplog.text
+    assert evaluation.log_encoding_estimate(model, sentences[:1000], batch_size=32, precision="float32") is None
 
 
 def test_scores_at_several_vector_lengths_from_one_pass(tiny_models, sts_dir, tmp_path, capsys):

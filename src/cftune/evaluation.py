@@ -49,22 +49,28 @@ def spearman_x100(predicted, gold) -> float:
 
 
 def log_encoding_estimate(model: SentenceTransformer, sentences: list[str], batch_size: int, precision: str,
-                          sample_batches: int = 2) -> float | None:
-    """Time a few batches of sentences spread over the length range and log the whole pass's time.
+                          sample_batches: int = 4) -> float | None:
+    """Time a few batches as the pass will form them and log the whole pass's time.
 
-    A warm-up batch comes first (the first pass pays one-time setup). Costs about 1% of the pass."""
+    The pass encodes its sentences longest first in batches of neighbours in length, so each sampled batch is
+    such a batch, from the middle of each of ``sample_batches`` equal slices of the length order, and stands for
+    its slice (batches of sentences spread over the whole length range would pay for padding the pass does not,
+    and overestimate it). A warm-up batch comes first (the first pass pays one-time setup). Costs a few percent
+    of the pass."""
     if len(sentences) < 10 * sample_batches * batch_size:
         return None  # a short pass: the estimate would cost more than it tells
     by_length = sorted(sentences, key=len)
-    stride = len(by_length) // (sample_batches * batch_size)
-    sample = by_length[::stride][: sample_batches * batch_size]
     encode(model, by_length[:batch_size], batch_size=batch_size, precision=precision)  # warm-up
-    started = time.perf_counter()
-    encode(model, sample, batch_size=batch_size, precision=precision)
-    per_second = len(sample) / (time.perf_counter() - started)
-    seconds = len(sentences) / per_second
+    seconds_per_batch = []
+    for part in range(sample_batches):
+        middle = (2 * part + 1) * len(by_length) // (2 * sample_batches)
+        batch = by_length[middle - batch_size // 2:][:batch_size]
+        started = time.perf_counter()
+        encode(model, batch, batch_size=batch_size, precision=precision)
+        seconds_per_batch.append(time.perf_counter() - started)
+    seconds = sum(seconds_per_batch) / sample_batches * -(-len(sentences) // batch_size)
     log.info("estimated: %s for %d sentences (%.1f sentences/s on %d sampled)", format_duration(seconds),
-             len(sentences), per_second, len(sample))
+             len(sentences), len(sentences) / seconds, sample_batches * batch_size)
     return seconds
 
 
