@@ -123,8 +123,8 @@ class TrainConfig:
     # a CPU, where padding costs as much as a token; true | false
     packing: str = "auto"
     # processes that prepare the next batches (sampler order kept; tokenizing and padding in them) while a step
-    # runs; 0: each batch is prepared on the step's own thread between steps (under 1% of a CPU step, a large
-    # part of a fast GPU step: results/train-profile)
+    # runs; 0: each batch is prepared on the step's own thread between steps (what that costs on a CPU and at a
+    # GPU's pace: results/train-profile)
     dataloader_workers: int = 0
     lora: LoraSettings = field(default_factory=LoraSettings)
     # bookkeeping
