@@ -368,6 +368,10 @@ def test_the_model_card_names_the_base_model_and_data_by_hub_id(tiny_models, nli
     metadata = (run / "README.md").read_text().split("---")[1]
     assert "base_model" not in metadata and "datasets:" not in metadata  # local model, local stand-in data
     assert "#### SimCSE NLI triplets" in (run / "README.md").read_text()
+    # the usage example's similarities are computed once, for the final card; checkpoints skip that pass
+    assert "print(similarities)\n# tensor([[" in (run / "README.md").read_text()
+    checkpoint_cards = [card.read_text() for card in run.glob("checkpoints/checkpoint-*/README.md")]
+    assert checkpoint_cards and all("print(similarities.shape)" in card for card in checkpoint_cards)
     (run / "config.yaml").write_text((run / "config.yaml").read_text().replace(str(tiny_models["llama"]), "phi-2"))
     assert hub_id_of(str(run)) == "microsoft/phi-2"  # a run folder: its base
 

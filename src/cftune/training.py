@@ -360,6 +360,9 @@ def _train_in(out: Path, config: TrainConfig, resume: bool, sets: dict[str, Trip
         loss=build_loss(model, config, args.world_size, distillation), evaluator=evaluator,
         callbacks=[JsonLogCallback(run.log), EtaCallback(), ManifestCallback(), *callbacks],
     )
+    # The model card's usage example encodes its sentences at every save; at checkpoints that is a pass through the
+    # model (the first one cold, or compiling for no-grad) for a card nobody reads: once, at the final save.
+    model.model_card_data.generate_widget_examples = False  # after the trainer took its widget examples
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("%s fine-tuning: %.1fM trainable parameters", config.finetune, trainable / 1e6)
     started = time.perf_counter()
@@ -526,6 +529,7 @@ def save_run(model, config: TrainConfig, run: RunFolder, sources: dict[str, str]
     """The trained model (the best checkpoint, or without a dev set the last) with its card, curve and
     summary; ``sources``: where each training set was read from, by setting."""
     describe_origin(model, config, sources)
+    model.model_card_data.generate_widget_examples = True  # the card's usage example, with its similarities
     model.save(str(run.path))  # adapter + template + pooling
     plot_training_curve(run.log, run.curve)
     write_atomic(run.summary, json.dumps(summary, indent=2) + "\n")
