@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -68,7 +69,7 @@ def log_encoding_estimate(model: SentenceTransformer, sentences: list[str], batc
         started = time.perf_counter()
         encode(model, batch, batch_size=batch_size, precision=precision)
         seconds_per_batch.append(time.perf_counter() - started)
-    seconds = sum(seconds_per_batch) / sample_batches * -(-len(sentences) // batch_size)
+    seconds = sum(seconds_per_batch) / sample_batches * math.ceil(len(sentences) / batch_size)
     log.info("estimated: %s for %d sentences (%.1f sentences/s on %d sampled)", format_duration(seconds),
              len(sentences), len(sentences) / seconds, sample_batches * batch_size)
     return seconds

@@ -3,11 +3,10 @@
 sentence-transformers embeds a column as one padded batch: every text is computed at the width of the longest,
 and the positives and negatives share one pass padded to the longest of both. On NLI batches much of what is
 computed is padding, and where the matrix products are the step's time (a CPU), padding costs what a token
-does. Packed, the texts of a batch
-fill a few rows of about ``ROW_TOKENS`` tokens each; position ids restart at every text, which is how
-transformers recognises packed sequences (its masks then keep each text to itself: the same attention, the same
-positions, the same vectors as the padded batch, to rounding). The body's states are put back in the padded
-layout, so pooling and every module after it run unchanged.
+does. Packed, the texts of a batch fill a few rows of about ``ROW_TOKENS`` tokens each; position ids restart at
+every text, which is how transformers recognises packed sequences (its masks then keep each text to itself: the
+same attention, the same positions, the same vectors as the padded batch, to rounding). The body's states are
+put back in the padded layout, so pooling and every module after it run unchanged.
 
 Only where that equality holds: a causal decoder (packing detection is in transformers' causal masks) that pads
 on the right, pooling the last layer. Measured: results/train-profile/README.md.
